@@ -1,0 +1,66 @@
+"""Shared fixtures: small real corpora cut from tiny shakespeare, and tiny trained models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest
+
+SHARED = Path(os.environ.get("TEXTGEN_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+SHAKESPEARE = SHARED / "data" / "tinyshakespeare.txt"
+TINY = ["--layers", "1", "--units", "8", "--embedding-dim", "8", "--seq-len", "32",
+        "--batch-size", "16", "--no-samples", "--quiet"]
+
+
+def shakespeare() -> str:
+    if not SHAKESPEARE.is_file():
+        pytest.fail(f"test data missing: {SHAKESPEARE} (set TEXTGEN_SHARED to the shared folder)")
+    return SHAKESPEARE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory) -> Path:
+    """The first 20,000 characters of tiny shakespeare."""
+    path = tmp_path_factory.mktemp("corpus") / "shakespeare.txt"
+    path.write_text(shakespeare()[:20_000], encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def held_out_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("held_out") / "held_out.txt"
+    path.write_text(shakespeare()[-5_000:], encoding="utf-8")
+    return path
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run the CLI in-process as a user would; returns (exit code, stdout, stderr)."""
+    from textgen.cli import main
+
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="session")
+def char_model(tmp_path_factory, corpus_file) -> Path:
+    """A tiny trained char model (GRU), shared by the sampling and evaluation tests."""
+    from textgen.cli import main
+
+    out = tmp_path_factory.mktemp("models")
+    assert main(["train", str(corpus_file), *TINY, "--epochs", "2", "--output-dir", str(out),
+                 "--name", "char"]) == 0
+    return out / "char"
+
+
+@pytest.fixture(scope="session")
+def word_model(tmp_path_factory, corpus_file) -> Path:
+    from textgen.cli import main
+
+    out = tmp_path_factory.mktemp("models")
+    assert main(["train", str(corpus_file), *TINY, "--level", "word", "--seq-len", "16",
+                 "--epochs", "1", "--output-dir", str(out), "--name", "word", "--cell", "lstm"]) == 0
+    return out / "word"

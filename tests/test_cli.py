@@ -1,0 +1,273 @@
+"""The CLI driven as a user drives it: real files, real training, real model folders."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import SHAKESPEARE, TINY, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def folder_snapshot(path: Path) -> dict:
+    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+# -- train / sample / evaluate ---------------------------------------------------------------
+def test_trained_folder_layout_and_history(char_model):
+    names = {p.name for p in char_model.iterdir()}
+    assert {"model.keras", "last.keras", "tokenizer.json", "config.json", "history.json", "logs"} <= names
+    config = json.loads((char_model / "config.json").read_text())
+    assert config["format_version"] == 1 and config["level"] == "char"
+    assert config["result"]["stopped"] == "completed" and config["result"]["epochs"] == 2
+    history = json.loads((char_model / "history.json").read_text())
+    for key in ("loss", "val_loss", "val_perplexity", "val_bits_per_char", "epoch_seconds",
+                "tokens_per_second"):
+        assert len(history[key]) == 2, key
+    assert history["val_loss"][1] < history["val_loss"][0]
+    assert abs(history["val_bits_per_char"][0] - history["val_loss"][0] / 0.6931471805599453) < 1e-6
+    assert not (char_model.parent / ".char.training").exists()  # finished runs leave no state
+
+
+def test_sample_is_reproducible_and_echoes_the_prime(char_model, capsys):
+    args = ["sample", char_model, "--prime", "ROMEO:", "--length", "50", "--seed", "3"]
+    code, first, _ = run_cli(args, capsys)
+    assert code == 0 and first.startswith("ROMEO:") and len(first) > 50
+    assert run_cli(args, capsys)[1] == first
+    assert run_cli([*args[:-1], "4"], capsys)[1] != first
+
+
+def test_sample_options_and_batch(char_model, capsys, tmp_path):
+    out = tmp_path / "samples.txt"
+    code, _, err = run_cli(["sample", char_model, "--num-samples", "3", "--length", "20", "--top-k", "5",
+                            "--top-p", "0.9", "--temperature", "1.2", "--seed", "1", "--output", out],
+                           capsys)
+    assert code == 0 and "Wrote 3 sample(s)" in err
+    assert out.read_text().count("=== sample") == 3
+    code, greedy, _ = run_cli(["sample", char_model, "--temperature", "0", "--length", "30"], capsys)
+    assert code == 0
+    assert run_cli(["sample", char_model, "--temperature", "0", "--length", "30", "--seed", "9"],
+                   capsys)[1] == greedy
+
+
+def test_unknown_prime_characters_are_skipped_with_a_warning(char_model, capsys):
+    code, out, err = run_cli(["sample", char_model, "--prime", "Hi ☃", "--length", "10"], capsys)
+    assert code == 0 and out.startswith("Hi ☃")
+    assert "warning" in err and "☃" in err
+
+
+def test_evaluate_json_and_text(char_model, held_out_file, capsys):
+    code, out, _ = run_cli(["evaluate", char_model, held_out_file, "--json"], capsys)
+    result = json.loads(out)
+    assert code == 0 and {"loss", "perplexity", "bits_per_char", "tokens"} <= result.keys()
+    assert result["tokens"] == (5000 // 33) * 32
+    assert abs(result["bits_per_char"] - result["loss"] / 0.6931471805599453) < 1e-9
+    code, out, _ = run_cli(["evaluate", char_model, held_out_file], capsys)
+    assert code == 0 and "perplexity" in out and "bits per char" in out
+
+
+def test_word_model_end_to_end(word_model, held_out_file, capsys):
+    tokenizer = json.loads((word_model / "tokenizer.json").read_text())
+    assert tokenizer["level"] == "word" and "\n" in tokenizer["tokens"]
+    code, out, _ = run_cli(["sample", word_model, "--prime", "KING", "--length", "30", "--seed", "1"],
+                           capsys)
+    assert code == 0 and out.startswith("KING") and "<unk>" not in out
+    code, out, _ = run_cli(["evaluate", word_model, held_out_file, "--json"], capsys)
+    result = json.loads(out)
+    assert result["chars"] > result["tokens"] > 0
+    assert result["bits_per_char"] < result["bits_per_token"]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_other_cells_train_and_sample(cell, corpus_file, tmp_path, capsys):
+    code, _, err = run_cli(["train", corpus_file, *TINY, "--cell", cell, "--max-steps", "3",
+                            "--output-dir", tmp_path, "--name", cell], capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / cell / "config.json").read_text())
+    assert config["model"]["cell"] == cell and config["result"]["stopped"] == "max_steps"
+    assert run_cli(["sample", tmp_path / cell, "--length", "10"], capsys)[0] == 0
+
+
+def test_python_api(char_model, held_out_file):
+    import textgen
+
+    model = textgen.load(char_model)
+    text = model.generate("ROMEO:", length=30, seed=2)
+    assert text.startswith("ROMEO:") and text == model.generate("ROMEO:", length=30, seed=2)
+    assert len(model.generate_many("A", 10, num_samples=3, seed=1)) == 3
+    assert model.evaluate([held_out_file])["tokens"] > 0
+    assert model.evaluate(text=SHAKESPEARE.read_text()[:3000])["loss"] > 0
+
+
+def test_tfds_dataset_offline_from_a_manual_folder(tmp_path, capsys):
+    """The real TFDS code path, fed the file it would download (it checks the checksum)."""
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    shutil.copy(SHAKESPEARE, manual / "input.txt")
+    code, _, err = run_cli(["train", "tfds:tiny_shakespeare", *TINY, "--max-steps", "2",
+                            "--tfds-manual-dir", manual, "--tfds-data-dir", tmp_path / "tfds",
+                            "--output-dir", tmp_path / "out"], capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "out" / "tiny_shakespeare-char" / "config.json").read_text())
+    assert config["corpus"]["kind"] == "tfds" and config["corpus"]["tokens"] == 1_003_855
+    assert config["corpus"]["validation"]["split"] == "validation"
+
+
+def test_tfds_without_internet_or_manual_folder_says_what_to_do(tmp_path, capsys, monkeypatch):
+    from tensorflow_datasets.core.download import downloader
+
+    monkeypatch.setattr(downloader, "MAX_RETRIES", 0)  # TFDS retries for minutes by default
+    code, _, err = run_cli(["train", "tfds:tiny_shakespeare", "--tfds-data-dir", tmp_path, "--quiet",
+                            "--output-dir", tmp_path / "out"], capsys)
+    assert code == 2 and "--tfds-manual-dir" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_bfloat16_run_trains(corpus_file, tmp_path, capsys):
+    code, _, err = run_cli(["train", corpus_file, *TINY, "--precision", "mixed_bfloat16",
+                            "--max-steps", "3", "--output-dir", tmp_path, "--name", "bf16"], capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    assert config["precision_used"] == "mixed_bfloat16"
+    assert run_cli(["sample", tmp_path / "bf16", "--length", "10"], capsys)[0] == 0
+
+
+# -- unfinished runs -----------------------------------------------------------------------------
+def test_budget_stop_then_resume_continues_history(corpus_file, tmp_path, capsys):
+    base = ["train", corpus_file, *TINY, "--output-dir", tmp_path, "--name", "r"]
+    assert run_cli([*base, "--epochs", "1"], capsys)[0] == 0
+    code, _, err = run_cli([*base, "--epochs", "3"], capsys)
+    assert code == 2 and "already exists" in err
+    # a budget-stopped run keeps its state so that --resume can continue it
+    assert run_cli([*base, "--epochs", "3", "--max-steps", "40", "--force"], capsys)[0] == 0
+    assert (tmp_path / ".r.training").is_dir()
+    first = json.loads((tmp_path / "r" / "history.json").read_text())
+    code, _, err = run_cli([*base, "--epochs", "3", "--max-steps", "40"], capsys)
+    assert code == 2 and "--resume" in err
+    assert run_cli([*base, "--epochs", "3", "--resume"], capsys)[0] == 0
+    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    assert len(history["loss"]) == 3 and history["loss"][0] == first["loss"][0]
+    assert not (tmp_path / ".r.training").exists()
+    code, _, err = run_cli([*base, "--resume"], capsys)
+    assert code == 2 and "no interrupted run" in err
+
+
+def test_ctrl_c_saves_what_was_finished(corpus_file, tmp_path):
+    """A real process gets SIGINT mid-training: it saves, exits 130, prints no traceback."""
+    big = tmp_path / "big.txt"
+    big.write_text(SHAKESPEARE.read_text()[:200_000])
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), "train", str(big), "--layers", "1", "--units", "32",
+         "--seq-len", "32", "--batch-size", "16", "--epochs", "50", "--no-samples",
+         "--output-dir", str(tmp_path), "--name", "int"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    deadline = time.time() + 120
+    history = tmp_path / ".int.training" / "history.json"
+    while not history.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Interrupted" in out
+    config = json.loads((tmp_path / "int" / "config.json").read_text())
+    assert config["result"]["stopped"] == "interrupted" and config["result"]["epochs"] >= 1
+
+
+# -- bad input: one line on stderr, exit 2, nothing written ----------------------------------------
+@pytest.mark.parametrize(("args", "message"), [
+    (["--units", "0"], "'--units': 0 is not in the range"),
+    (["--layers", "-1"], "'--layers'"),
+    (["--lr", "0"], "'--lr'"),
+    (["--seq-len", "5000"], "fewer than one window"),
+    (["--cell", "transformer"], "'--cell'"),
+    (["--val-fraction", "1.5"], "'--val-fraction'"),
+])
+def test_bad_training_settings(args, message, corpus_file, tmp_path, capsys):
+    code, _, err = run_cli(["train", corpus_file, *TINY, *args, "--output-dir", tmp_path / "out"], capsys)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def make_source(folder: Path, name: str, data: bytes | None) -> Path:
+    """A file with `data`, a folder if data is None (missing.txt is left missing)."""
+    path = folder / name
+    if data is None:
+        path.mkdir()
+    elif name != "missing.txt":
+        path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(("name", "data", "message"), [
+    ("missing.txt", b"", "no such file"),
+    ("empty.txt", b"", "file is empty"),
+    ("binary.txt", b"\x00\x01\x02binary", "binary"),
+    ("latin.txt", "café olé\n".encode("latin-1") * 100, "--encoding"),
+    ("empty_dir", None, "no .txt files"),
+    ("short.txt", b"too short\n", "fewer than one window"),
+])
+def test_bad_corpus(name, data, message, tmp_path, capsys):
+    source = make_source(tmp_path, name, data)
+    code, _, err = run_cli(["train", source, *TINY, "--output-dir", tmp_path / "out"], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_existing_model_is_never_overwritten_without_force(char_model, corpus_file, capsys):
+    before = folder_snapshot(char_model)
+    code, _, err = run_cli(["train", corpus_file, *TINY, "--output-dir", char_model.parent,
+                            "--name", "char"], capsys)
+    assert code == 2 and "--force" in err
+    assert folder_snapshot(char_model) == before
+
+
+def test_force_replaces_a_model(corpus_file, tmp_path, capsys):
+    base = ["train", corpus_file, *TINY, "--output-dir", tmp_path, "--name", "m", "--max-steps", "2"]
+    assert run_cli(base, capsys)[0] == 0
+    assert run_cli([*base, "--force", "--cell", "lstm"], capsys)[0] == 0
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["model"]["cell"] == "lstm"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".m.training")) == ["m"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--temperature", "-1"], "'--temperature'"),
+    (["--top-p", "0"], "'--top-p'"),
+    (["--top-p", "1.5"], "'--top-p'"),
+    (["--top-k", "-2"], "'--top-k'"),
+    (["--length", "0"], "'--length'"),
+])
+def test_bad_sampling_settings(args, message, char_model, capsys):
+    code, out, err = run_cli(["sample", char_model, *args], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and out == ""
+
+
+def test_unknown_and_corrupt_models(char_model, tmp_path, capsys):
+    code, _, err = run_cli(["sample", tmp_path / "nothing-here"], capsys)
+    assert code == 2 and "no such model" in err
+    broken = tmp_path / "broken"
+    shutil.copytree(char_model, broken)
+    (broken / "model.keras").write_bytes(b"PK\x03\x04 truncated")
+    code, _, err = run_cli(["sample", broken], capsys)
+    assert code == 2 and "corrupt" in err and len(err.strip().splitlines()) == 1
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "format_version": 99}))
+    code, _, err = run_cli(["evaluate", broken, char_model / "tokenizer.json"], capsys)
+    assert code == 2 and "format version" in err
+
+
+def test_console_entry_points_and_help(tmp_path):
+    for command in ([sys.executable, "-m", "textgen", "--help"],
+                    [sys.executable, str(ROOT / "cli.py"), "--help"]):
+        result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+        assert result.returncode == 0 and "train" in result.stdout and "sample" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "textgen", "train"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from textgen.corpus import TextCorpus
+from textgen.data import (
+    require_windows,
+    split_tail,
+    token_stream,
+    training_dataset,
+    window_blocks,
+)
+from textgen.errors import TextgenError
+from textgen.tokenizers import CharTokenizer, WordTokenizer
+
+TEXT = "".join(chr(ord("a") + i % 26) for i in range(1000))
+
+
+def test_stream_slices_by_token_position():
+    tokenizer, _ = CharTokenizer.fit([TEXT])
+    corpus = TextCorpus(TEXT)
+    ids = np.concatenate([chunk for chunk, _ in token_stream(tokenizer, corpus, 10, 20)])
+    assert tokenizer.decode(ids) == TEXT[10:20]
+
+
+def test_windows_are_consecutive_and_non_overlapping():
+    stream = iter([(np.arange(7, dtype=np.int32), np.ones(7, np.int32)),
+                   (np.arange(7, 12, dtype=np.int32), np.ones(5, np.int32))])
+    blocks = [ids for ids, _ in window_blocks(stream, 5)]
+    assert np.concatenate(blocks).tolist() == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+
+
+def test_targets_are_inputs_shifted_by_one_and_every_window_is_seen():
+    tokenizer, total = CharTokenizer.fit([TEXT])
+    train, val = split_tail(tokenizer, TextCorpus(TEXT), total, 0.1, 10**6)
+    assert (train.tokens, val.tokens) == (900, 100)
+    dataset = training_dataset(train, seq_len=9, batch_size=8, seed=1)
+    assert dataset.cardinality().numpy() == 12  # 90 windows in batches of 8
+    seen = []
+    for inputs, targets in dataset:
+        assert inputs.shape[1] == 9
+        np.testing.assert_array_equal(inputs.numpy()[:, 1:], targets.numpy()[:, :-1])
+        seen.extend(tokenizer.decode(np.append(i, t[-1])) for i, t in zip(inputs.numpy(), targets.numpy(),
+                                                                          strict=True))
+    assert sorted(seen) == sorted(TEXT[i:i + 10] for i in range(0, 900, 10))
+
+
+def test_validation_tail_is_capped_and_counts_characters_of_words():
+    text = "the cat sat on the mat\n" * 50
+    tokenizer, total = WordTokenizer.fit([text])
+    train, val = split_tail(tokenizer, TextCorpus(text), total, 0.5, max_val_tokens=35)
+    assert val.tokens == 35 and train.tokens == total - 35
+    assert val.chars == len("".join(tokenizer.split(text)[-35:]))
+
+
+def test_too_short_corpus_is_a_clear_error():
+    tokenizer, total = CharTokenizer.fit(["short text"])
+    train, _ = split_tail(tokenizer, TextCorpus("short text"), total, 0.1, 100)
+    with pytest.raises(TextgenError, match="fewer than one window"):
+        require_windows(train, 100, "the training text")

@@ -1,0 +1,47 @@
+import keras
+import numpy as np
+import pytest
+
+from textgen.config import ModelConfig
+from textgen.models import build_model, cudnn_problems, recurrent_layers
+from textgen.precision import apply_precision, resolve_precision
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_every_recurrent_layer_meets_the_cudnn_conditions(cell):
+    model = build_model(ModelConfig(vocab_size=10, cell=cell, layers=3, units=4, dropout=0.2))
+    layers = recurrent_layers(model)
+    assert len(layers) == 3
+    for layer in layers:
+        assert cudnn_problems(layer) == []
+
+
+def test_cudnn_check_catches_bad_settings():
+    assert "recurrent_dropout is not 0" in cudnn_problems(keras.layers.LSTM(4, recurrent_dropout=0.1))
+    assert "reset_after is off" in cudnn_problems(keras.layers.GRU(4, reset_after=False))
+    assert "activation is not tanh" in cudnn_problems(keras.layers.GRU(4, activation="relu"))
+
+
+def test_precision_auto_picks_float16_only_on_tensor_core_gpus():
+    assert resolve_precision("auto", []) == "float32"
+    assert resolve_precision("auto", [(8, 0)]) == "mixed_float16"
+    assert resolve_precision("auto", [(6, 1)]) == "float32"
+    assert resolve_precision("mixed_bfloat16", []) == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_keeps_logits_and_variables_float32(policy):
+    apply_precision(policy)
+    try:
+        model = build_model(ModelConfig(vocab_size=10, units=8, embedding_dim=4))
+        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        x = np.random.default_rng(0).integers(0, 10, (4, 6)).astype("int32")
+        assert model(x).dtype == "float32"
+        assert model.get_layer("gru_0").compute_dtype == policy.split("_")[1]
+        assert all(v.dtype == "float32" for v in model.trainable_variables)
+        is_scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert is_scaled == (policy == "mixed_float16")
+        history = model.fit(x, np.roll(x, -1, axis=1), epochs=2, verbose=0)
+        assert np.isfinite(history.history["loss"]).all()
+    finally:
+        apply_precision("float32")

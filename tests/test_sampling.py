@@ -1,0 +1,45 @@
+"""Samplers need no model: they are fed hand-made logits."""
+
+import numpy as np
+import tensorflow as tf
+
+from textgen.sampling import filter_top_k, filter_top_p, sample_next
+
+LOGITS = tf.constant([[1.0, 3.0, 2.0, 0.5], [4.0, 0.0, 0.0, 3.9]])
+
+
+def draw(logits=LOGITS, temperature=1.0, top_k=0, top_p=1.0, seed=(1, 2), banned=None):
+    return sample_next(logits, tf.constant(temperature), tf.constant(top_k), tf.constant(top_p),
+                       tf.constant(seed, tf.int32), banned).numpy().tolist()
+
+
+def test_temperature_zero_is_greedy():
+    assert draw(temperature=0.0) == [1, 0]
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy():
+    for seed in range(20):
+        assert draw(top_k=1, seed=(seed, 0)) == [1, 0]
+        assert draw(top_p=1e-6, seed=(seed, 0)) == [1, 0]
+
+
+def test_filters_keep_the_right_tokens():
+    kept = filter_top_k(LOGITS, tf.constant(2)).numpy() > -1e8
+    assert kept.tolist() == [[False, True, True, False], [True, False, False, True]]
+    # softmax of row 0 is about [.09, .64, .24, .05]: 0.7 needs the two likeliest tokens
+    kept = filter_top_p(LOGITS, tf.constant(0.7)).numpy() > -1e8
+    assert kept[0].tolist() == [False, True, True, False]
+
+
+def test_banned_ids_are_never_sampled():
+    banned = tf.constant([False, True, False, False])
+    for seed in range(50):
+        assert draw(temperature=5.0, seed=(seed, 0), banned=banned)[0] != 1
+    assert draw(temperature=0.0, banned=banned)[0] == 2
+
+
+def test_same_seed_same_tokens_and_frequencies_follow_probabilities():
+    assert draw(seed=(7, 3)) == draw(seed=(7, 3))
+    logits = tf.math.log(tf.constant([[0.2, 0.8]]))
+    counts = np.bincount([draw(logits, seed=(s, 0))[0] for s in range(400)], minlength=2)
+    assert 0.7 < counts[1] / 400 < 0.9

@@ -1,0 +1,25 @@
+"""textgen: train recurrent language models on your own text and generate from them.
+
+    import textgen
+    model = textgen.train("corpus.txt", epochs=5)
+    print(model.generate("ROMEO:", length=200, temperature=0.8, seed=1))
+
+TensorFlow is imported on first use, not on `import textgen`, so the CLI's help stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textgen.errors import TextgenError
+
+__version__ = "0.1.0"
+__all__ = ["TextModel", "TextgenError", "__version__", "load", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("TextModel", "load", "train"):
+        from textgen import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'textgen' has no attribute {name!r}")

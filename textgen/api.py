@@ -1,0 +1,150 @@
+"""The Python API: `train`, `load`, and the `TextModel` they return."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from textgen import artifacts
+from textgen.config import RunConfig, TrainConfig
+from textgen.corpus import Corpus, TextCorpus, open_corpus
+from textgen.errors import TextgenError
+from textgen.tokenizers import Tokenizer
+
+
+class UnknownPrimeWarning(UserWarning):
+    """Parts of a prime are not in the vocabulary and were skipped."""
+
+
+class TextModel:
+    """A trained textgen model: generate text from it, or measure it on held-out text.
+
+    >>> model = textgen.load("saved_models/tinyshakespeare-char")   # doctest: +SKIP
+    >>> print(model.generate("ROMEO:", length=100, temperature=0.8, seed=1))  # doctest: +SKIP
+    """
+
+    def __init__(self, path: Path, keras_model: Any, tokenizer: Tokenizer, config: RunConfig,
+                 history: dict):
+        self.path = path
+        self.keras_model = keras_model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.history = history
+        self._generator = None
+
+    def __repr__(self) -> str:
+        m = self.config.model
+        return (f"TextModel({str(self.path)!r}, {self.config.level}, {m.cell} {m.layers}x{m.units}, "
+                f"vocab {m.vocab_size})")
+
+    @property
+    def generator(self):
+        if self._generator is None:
+            from textgen.generation import Generator
+
+            self._generator = Generator(self.keras_model, self.tokenizer)
+        return self._generator
+
+    def unknown_in(self, prime: str) -> list[str]:
+        """Characters or words of `prime` the model has never seen (they are skipped)."""
+        return self.tokenizer.unknown_pieces(prime)
+
+    def stream(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
+               temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0,
+               seed: int | None = None) -> Iterator[list[str]]:
+        """Yield pieces of text per sample as they are generated (the prime is not repeated)."""
+        _check_sampling(length, num_samples, temperature, top_k, top_p)
+        unknown = self.unknown_in(prime)
+        if unknown:
+            warnings.warn(f"skipped what the vocabulary lacks in the prime: "
+                          f"{', '.join(repr(p) for p in unknown[:10])}", UnknownPrimeWarning,
+                          stacklevel=2)
+        seed = secrets.randbelow(2**31) if seed is None else seed
+        for block in self.generator.stream(prime, length, num_samples=num_samples,
+                                           temperature=temperature, top_k=top_k, top_p=top_p,
+                                           seed=seed):
+            yield [self.tokenizer.decode(row) for row in block]
+
+    def generate_many(self, prime: str = "", length: int = 200, num_samples: int = 2,
+                      **options: Any) -> list[str]:
+        """`num_samples` continuations generated as one batch, each starting with the prime."""
+        texts = [prime] * num_samples
+        for pieces in self.stream(prime, length, num_samples=num_samples, **options):
+            texts = [text + piece for text, piece in zip(texts, pieces, strict=True)]
+        return texts
+
+    def generate(self, prime: str = "", length: int = 200, **options: Any) -> str:
+        """One continuation of `prime` (prime included), `length` tokens long."""
+        return self.generate_many(prime, length, num_samples=1, **options)[0]
+
+    def evaluate(self, files: Sequence[str | os.PathLike] = (), *, text: str | None = None,
+                 encoding: str = "utf-8") -> dict:
+        """Loss (nats/token), perplexity, bits per character and token count on held-out text."""
+        if (text is None) == (not files):
+            raise TextgenError("evaluate needs either files or text")
+        corpus: Corpus = TextCorpus(text) if text is not None else open_corpus(
+            [str(f) for f in files], encoding=encoding)
+        return evaluate_corpus(self, corpus)
+
+
+def evaluate_corpus(model: TextModel, corpus: Corpus) -> dict:
+    from textgen.data import measured_source, require_windows
+    from textgen.evaluation import evaluate_windows
+
+    source = measured_source(model.tokenizer, corpus, "evaluation text")
+    seq_len = model.config.train.seq_len
+    require_windows(source, seq_len, "the evaluation text")
+    return evaluate_windows(model.keras_model, source, seq_len, model.config.train.batch_size)
+
+
+def _check_sampling(length: int, num_samples: int, temperature: float, top_k: int,
+                    top_p: float) -> None:
+    if length < 1:
+        raise TextgenError("length must be at least 1")
+    if num_samples < 1:
+        raise TextgenError("num-samples must be at least 1")
+    if temperature < 0:
+        raise TextgenError("temperature must be 0 (greedy) or more")
+    if top_k < 0:
+        raise TextgenError("top-k must be 0 (off) or more")
+    if not 0 < top_p <= 1:
+        raise TextgenError("top-p must be in (0, 1]")
+
+
+def load(model: str | os.PathLike, *, checkpoint: str = "best",
+         output_dir: str | os.PathLike = "saved_models") -> TextModel:
+    """Load a model folder (or a model name inside `output_dir`)."""
+    path = artifacts.resolve_model_dir(model, output_dir)
+    keras_model, tokenizer, config, history = artifacts.load_model_files(path, checkpoint)
+    return TextModel(path, keras_model, tokenizer, config, history)
+
+
+def train(sources: str | os.PathLike | Sequence[str | os.PathLike], *, level: str = "char",
+          cell: str = "gru", layers: int = 2, units: int = 256, embedding_dim: int = 64,
+          dropout: float = 0.0, max_vocab: int | None = None, encoding: str = "utf-8",
+          val_file: str | None = None, tfds_data_dir: str | None = None,
+          tfds_manual_dir: str | None = None, name: str | None = None,
+          output_dir: str = "saved_models", force: bool = False, resume: bool = False,
+          verbose: int = 1, epoch_samples: bool = True, **train_settings: Any) -> TextModel:
+    """Train a model and return it loaded; `train_settings` are TrainConfig fields (epochs, lr, ...).
+
+    >>> model = textgen.train("corpus.txt", level="word", epochs=5, time_limit=600)  # doctest: +SKIP
+    """
+    from textgen.tokenizers import DEFAULT_MAX_VOCAB
+    from textgen.training import DataOptions, ModelOptions, RunOptions
+    from textgen.training import train as run_training
+
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    path = run_training(
+        DataOptions([str(s) for s in sources], level, max_vocab or DEFAULT_MAX_VOCAB, encoding,
+                    val_file, tfds_data_dir, tfds_manual_dir),
+        ModelOptions(cell, layers, units, embedding_dim, dropout),
+        TrainConfig(**train_settings),
+        RunOptions(name, output_dir, force, resume, verbose, epoch_samples),
+    )
+    return load(path)

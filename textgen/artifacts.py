@@ -1,0 +1,137 @@
+"""The on-disk model folder: atomic writes on save, safe-mode and version checks on load.
+
+    saved_models/NAME/
+        model.keras      best checkpoint by validation loss (what `sample` uses)
+        last.keras       weights and optimizer state at the end of the run
+        tokenizer.json   vocabulary and level
+        config.json      every setting, the corpus description, the format version, the result
+        history.json     Keras-style per-epoch lists (loss, val_loss, ..., epoch_seconds, tokens_per_second)
+        logs/            TensorBoard event files
+
+A run in progress lives in `saved_models/.NAME.training/`; a finished folder is assembled beside
+the target and swapped in with renames, so a crash never leaves a half-written model where a
+good one was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from textgen.config import RunConfig
+from textgen.errors import TextgenError
+from textgen.tokenizers import Tokenizer, load_tokenizer
+
+MODEL_FILE = "model.keras"
+LAST_FILE = "last.keras"
+TOKENIZER_FILE = "tokenizer.json"
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.json"
+LOGS_DIR = "logs"
+CHECKPOINTS = {"best": MODEL_FILE, "last": LAST_FILE}
+
+
+def work_dir(model_dir: Path) -> Path:
+    """Where an unfinished run of `model_dir` keeps its state for `--resume`."""
+    return model_dir.parent / f".{model_dir.name}.training"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the block is done, so a save is never cut in half by it."""
+    received: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    except ValueError:  # not the main thread: nothing to defer
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
+
+
+def publish(staging: Path, target: Path) -> None:
+    """Replace `target` with the finished folder `staging` by renames."""
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def staging_dir(target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.publish-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; a model folder is not
+    return staging
+
+
+def resolve_model_dir(model: str | os.PathLike, output_dir: str | os.PathLike = "saved_models") -> Path:
+    """A model argument is a folder path, or a name inside the output folder."""
+    path = Path(model).expanduser()
+    candidates = [path] if path.is_absolute() or path.exists() else [path, Path(output_dir) / path]
+    for candidate in candidates:
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    for candidate in candidates:
+        if candidate.is_dir():
+            raise TextgenError(f"{candidate}: not a textgen model folder (no {CONFIG_FILE})")
+    raise TextgenError(f"{model}: no such model (looked in {', '.join(str(c) for c in candidates)})")
+
+
+def load_model_files(model_dir: Path, checkpoint: str = "best") -> tuple[Any, Tokenizer, RunConfig, dict]:
+    """Load the Keras model (safe mode: a model folder can never run code), tokenizer, config, history."""
+    config = RunConfig.load(model_dir / CONFIG_FILE)
+    tokenizer = load_tokenizer(model_dir / TOKENIZER_FILE)
+    if tokenizer.vocab_size != config.model.vocab_size:
+        raise TextgenError(f"{model_dir}: tokenizer and config disagree on the vocabulary size")
+    if checkpoint not in CHECKPOINTS:
+        raise TextgenError(f"unknown checkpoint {checkpoint!r}; choose {' or '.join(CHECKPOINTS)}")
+    keras_path = model_dir / CHECKPOINTS[checkpoint]
+    if not keras_path.is_file():
+        raise TextgenError(f"{keras_path}: missing")
+    import keras
+
+    try:
+        model = keras.saving.load_model(keras_path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for broken archives
+        raise TextgenError(f"{keras_path}: cannot be loaded, the file is corrupt or not a textgen "
+                           f"model ({exc.__class__.__name__})") from None
+    try:
+        history = json.loads((model_dir / HISTORY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        history = {}
+    return model, tokenizer, config, history

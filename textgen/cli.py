@@ -1,0 +1,227 @@
+"""The `textgen` command line: each command parses its options, calls the library, reports.
+
+TensorFlow is imported inside the commands, never at module level, so `--help` and argument
+errors answer at once. User mistakes become one `textgen: error: ...` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from textgen.errors import TextgenError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+POSITIVE = click.IntRange(min=1)
+NON_NEGATIVE = click.IntRange(min=0)
+
+
+def _quiet_tensorflow(verbose: bool) -> None:
+    """Hide TensorFlow's C++ and absl start-up chatter unless --verbose."""
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's own log messages.")
+@click.version_option(package_name="keras-textgen", prog_name="textgen")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Train recurrent language models on your own text and generate from them.
+
+    \b
+    Example:
+      textgen train corpus.txt --epochs 10
+      textgen sample corpus-char --prime "ROMEO:" --temperature 0.8
+      textgen evaluate corpus-char held_out.txt
+    """
+    ctx.obj = {"verbose": verbose}
+    _quiet_tensorflow(verbose)
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--level", type=click.Choice(["char", "word"]), default="char", show_default=True,
+              help="Tokens are characters or words (words keep punctuation and line breaks).")
+@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default="gru", show_default=True,
+              help="Recurrent layer type (Keras LSTM, GRU, SimpleRNN).")
+@click.option("--layers", type=POSITIVE, default=2, show_default=True)
+@click.option("--units", type=POSITIVE, default=256, show_default=True, help="Units per layer.")
+@click.option("--embedding-dim", type=POSITIVE, default=64, show_default=True)
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True, help="Dropout after each recurrent layer.")
+@click.option("--seq-len", type=POSITIVE, default=100, show_default=True,
+              help="Tokens per training window.")
+@click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
+@click.option("--epochs", type=POSITIVE, default=20, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True,
+              help="Adam learning rate.")
+@click.option("--clipnorm", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="Gradient clipping norm (0 turns clipping off).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-vocab", type=click.IntRange(min=2), default=20_000, show_default=True,
+              help="Largest vocabulary; rarer tokens become <unk>.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.1, show_default=True, help="Tail of the corpus held out for validation.")
+@click.option("--val-file", type=click.Path(dir_okay=False), default=None,
+              help="Validate on this file instead of a held-out tail.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Encoding of the text files.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
+              default="auto", show_default=True,
+              help="auto: mixed_float16 on CUDA GPUs with tensor cores, float32 elsewhere.")
+@click.option("--max-steps", type=POSITIVE, default=None, help="Stop after this many steps, then save.")
+@click.option("--time-limit", type=click.FloatRange(0, min_open=True), default=None,
+              help="Stop after this many seconds of training, then save.")
+@click.option("--name", default=None, help="Model folder name (default: from the corpus and level).")
+@click.option("--output-dir", default="saved_models", show_default=True, type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing model of the same name.")
+@click.option("--resume", is_flag=True, help="Continue an unfinished run of the same name.")
+@click.option("--tfds-data-dir", default=None, help="TensorFlow Datasets data folder.")
+@click.option("--tfds-manual-dir", default=None,
+              help="Folder holding the dataset's files, for machines without internet "
+                   "(tiny_shakespeare: input.txt).")
+@click.option("--samples/--no-samples", default=True, show_default=True,
+              help="Print a short sample after each epoch.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def train(sources, level, cell, layers, units, embedding_dim, dropout, seq_len, batch_size, epochs,
+          lr, clipnorm, seed, max_vocab, val_fraction, val_file, encoding, precision, max_steps,
+          time_limit, name, output_dir, force, resume, tfds_data_dir, tfds_manual_dir, samples,
+          quiet) -> None:
+    """Train a model on text files, folders of .txt files, or tfds:NAME.
+
+    \b
+    Example:
+      textgen train corpus.txt --cell lstm --epochs 10 --time-limit 600
+      textgen train tfds:tiny_shakespeare --level word
+    """
+    from textgen.config import TrainConfig
+    from textgen.training import DataOptions, ModelOptions, RunOptions
+    from textgen.training import train as run_training
+
+    run_training(
+        DataOptions(list(sources), level, max_vocab, encoding, val_file, tfds_data_dir, tfds_manual_dir),
+        ModelOptions(cell, layers, units, embedding_dim, dropout),
+        TrainConfig(seq_len=seq_len, batch_size=batch_size, epochs=epochs, lr=lr,
+                    clipnorm=clipnorm or None, seed=seed, precision=precision,
+                    val_fraction=val_fraction, max_steps=max_steps, time_limit=time_limit),
+        RunOptions(name, output_dir, force, resume, 0 if quiet else 1, samples,
+                   log=lambda message: click.echo(message)),
+    )
+
+
+def _load(model: str, checkpoint: str, output_dir: str):
+    from textgen.api import load
+
+    return load(model, checkpoint=checkpoint, output_dir=output_dir)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--prime", default="", help="Text to start from (echoed at the start of the output).")
+@click.option("--length", type=POSITIVE, default=500, show_default=True, help="Tokens to generate.")
+@click.option("--temperature", type=click.FloatRange(0), default=0.8, show_default=True,
+              help="0 is greedy; higher is more adventurous.")
+@click.option("--top-k", type=NON_NEGATIVE, default=0, show_default=True,
+              help="Sample only among the k likeliest tokens (0: off).")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Sample only among the likeliest tokens holding this much probability.")
+@click.option("--num-samples", type=POSITIVE, default=1, show_default=True,
+              help="Samples generated together as one batch.")
+@click.option("--seed", type=int, default=None, help="Same seed, same text.")
+@click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the text to this file instead of the screen.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--output-dir", default="saved_models", show_default=True,
+              help="Where model names are looked up.")
+def sample(model, prime, length, temperature, top_k, top_p, num_samples, seed, output, checkpoint,
+           output_dir) -> None:
+    """Generate text from a trained model.
+
+    \b
+    Example:
+      textgen sample tinyshakespeare-char --prime "ROMEO:" --length 300 --seed 1
+    """
+    text_model = _load(model, checkpoint, output_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stream = text_model.stream(prime, length, num_samples=num_samples, temperature=temperature,
+                                   top_k=top_k, top_p=top_p, seed=seed)
+        first = next(stream)
+    for warning in caught:
+        click.echo(f"textgen: warning: {warning.message}", err=True)
+    if num_samples == 1 and output is None:
+        click.echo(prime + first[0], nl=False)
+        for pieces in stream:
+            click.echo(pieces[0], nl=False)
+        click.echo()
+        return
+    texts = [prime + piece for piece in first]
+    for pieces in stream:
+        texts = [text + piece for text, piece in zip(texts, pieces, strict=True)]
+    body = texts[0] if num_samples == 1 else "".join(
+        f"=== sample {i + 1} ===\n{text}\n" for i, text in enumerate(texts))
+    if output is None:
+        click.echo(body)
+    else:
+        from textgen.artifacts import write_text_atomic
+
+        write_text_atomic(Path(output), body if body.endswith("\n") else body + "\n")
+        click.echo(f"Wrote {num_samples} sample(s) to {output}", err=True)
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--output-dir", default="saved_models", show_default=True,
+              help="Where model names are looked up.")
+def evaluate(model, files, as_json, encoding, checkpoint, output_dir) -> None:
+    """Measure loss, perplexity and bits per character on held-out text.
+
+    \b
+    Example:
+      textgen evaluate tinyshakespeare-char held_out.txt --json
+    """
+    text_model = _load(model, checkpoint, output_dir)
+    result = text_model.evaluate(files, encoding=encoding)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    unit = "char" if text_model.config.level == "char" else "word"
+    click.echo(f"loss          {result['loss']:.4f} nats/{unit}")
+    click.echo(f"perplexity    {result['perplexity']:.3f}")
+    click.echo(f"bits per char {result['bits_per_char']:.4f}")
+    click.echo(f"tokens        {result['tokens']:,} ({result['chars']:,} characters)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one clean line for user errors (exit 2), 130 for Ctrl-C."""
+    try:
+        cli.main(args=argv, prog_name="textgen", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        return 0
+    except click.ClickException as exc:
+        click.echo(f"textgen: error: {exc.format_message()}", err=True)
+        return EXIT_USAGE
+    except TextgenError as exc:
+        click.echo(f"textgen: error: {exc}", err=True)
+        return EXIT_USAGE
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("textgen: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

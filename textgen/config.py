@@ -1,0 +1,112 @@
+"""Settings as frozen dataclasses with a JSON round trip; no TensorFlow import here."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from textgen.errors import TextgenError
+
+FORMAT_VERSION = 1
+CELLS = ("lstm", "gru", "rnn")
+LEVELS = ("char", "word")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the network; everything needed to rebuild it."""
+
+    vocab_size: int
+    cell: str = "gru"
+    layers: int = 2
+    units: int = 256
+    embedding_dim: int = 64
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise TextgenError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
+        for name in ("vocab_size", "layers", "units", "embedding_dim"):
+            if getattr(self, name) < 1:
+                raise TextgenError(f"{name.replace('_', '-')} must be at least 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise TextgenError("dropout must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the model is fitted; saved so `--resume` continues with the same settings."""
+
+    seq_len: int = 100
+    batch_size: int = 64
+    epochs: int = 20
+    lr: float = 2e-3
+    clipnorm: float | None = 5.0
+    seed: int = 0
+    precision: str = "auto"
+    val_fraction: float = 0.1
+    max_val_tokens: int = 1_000_000
+    early_stopping_patience: int = 3
+    max_steps: int | None = None
+    time_limit: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("seq_len", "batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise TextgenError(f"{name.replace('_', '-')} must be at least 1")
+        if self.lr <= 0:
+            raise TextgenError("lr must be positive")
+        if self.clipnorm is not None and self.clipnorm <= 0:
+            raise TextgenError("clipnorm must be positive (use 0 on the command line to turn it off)")
+        if self.precision not in PRECISIONS:
+            raise TextgenError(f"unknown precision {self.precision!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise TextgenError("val-fraction must be between 0 and 1")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything written to `config.json` beside a trained model."""
+
+    model: ModelConfig
+    train: TrainConfig
+    level: str = "char"
+    corpus: dict[str, Any] = field(default_factory=dict)
+    precision_used: str = "float32"
+    result: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise TextgenError(
+                f"model format version {version!r} is not supported "
+                f"(this textgen reads version {FORMAT_VERSION})"
+            )
+        return cls(
+            model=ModelConfig(**data["model"]),
+            train=TrainConfig(**data["train"]),
+            level=data["level"],
+            corpus=data.get("corpus", {}),
+            precision_used=data.get("precision_used", "float32"),
+            result=data.get("result", {}),
+            format_version=version,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> RunConfig:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls.from_dict(data)
+        except TextgenError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise TextgenError(f"{path}: not a valid textgen config ({exc.__class__.__name__})") from exc

@@ -1,0 +1,140 @@
+"""Corpus + tokenizer -> tf.data datasets of (inputs, targets) windows; knows nothing of models.
+
+Tokens are streamed chunk by chunk from the corpus and cut into windows of `seq_len + 1` ids
+(inputs are the first `seq_len`, targets the same window shifted by one), so memory stays
+bounded whatever the corpus size. tf.data then shuffles, batches and prefetches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from textgen.corpus import Corpus
+from textgen.errors import TextgenError
+from textgen.tokenizers import Tokenizer
+
+Stream = Iterator[tuple[np.ndarray, np.ndarray]]  # (ids, character length of each token)
+SHUFFLE_WINDOWS = 20_000
+CACHE_MAX_TOKENS = 50_000_000  # corpora up to this size keep their windows in memory
+
+
+def token_stream(tokenizer: Tokenizer, corpus: Corpus, start: int = 0, stop: int | None = None) -> Stream:
+    """The corpus as (ids, lengths) chunks, restricted to token positions [start, stop)."""
+    position = 0
+    for ids, lengths in tokenizer.encode_stream(corpus.chunks()):
+        end = position + len(ids)
+        lo, hi = max(start - position, 0), len(ids) if stop is None else min(stop - position, len(ids))
+        if lo < hi:
+            yield ids[lo:hi], lengths[lo:hi]
+        position = end
+        if stop is not None and position >= stop:
+            return
+
+
+def count_tokens(stream: Stream) -> tuple[int, int]:
+    """Tokens and characters in a stream."""
+    tokens = chars = 0
+    for ids, lengths in stream:
+        tokens += len(ids)
+        chars += int(lengths.sum())
+    return tokens, chars
+
+
+def window_blocks(stream: Stream, width: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Cut a stream into consecutive, non-overlapping windows of `width` tokens."""
+    carry_ids = np.zeros(0, np.int32)
+    carry_lengths = np.zeros(0, np.int32)
+    for ids, lengths in stream:
+        ids = np.concatenate([carry_ids, ids])
+        lengths = np.concatenate([carry_lengths, lengths])
+        count = len(ids) // width
+        if count:
+            yield (ids[: count * width].reshape(count, width),
+                   lengths[: count * width].reshape(count, width))
+        carry_ids, carry_lengths = ids[count * width:], lengths[count * width:]
+
+
+@dataclass(frozen=True)
+class TokenSource:
+    """A re-readable token range: a function making the stream, and its size."""
+
+    make_stream: Callable[[], Stream]
+    tokens: int
+    chars: int | None  # None where nobody needed it counted
+    description: str
+
+    def windows(self, seq_len: int) -> int:
+        return self.tokens // (seq_len + 1)
+
+
+def window_dataset(source: TokenSource, seq_len: int, *, with_lengths: bool = False) -> tf.data.Dataset:
+    """Single windows of `seq_len + 1` ids (and their character lengths if asked)."""
+    width = seq_len + 1
+    spec = tf.TensorSpec([None, width], tf.int32)
+    dataset = tf.data.Dataset.from_generator(
+        lambda: window_blocks(source.make_stream(), width), output_signature=(spec, spec))
+    if not with_lengths:
+        dataset = dataset.map(lambda ids, lengths: ids)
+    return dataset.unbatch()
+
+
+def _split_window(window: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    return window[:, :-1], window[:, 1:]
+
+
+def training_dataset(source: TokenSource, seq_len: int, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Shuffled batches of (inputs, targets), reshuffled every epoch."""
+    dataset = window_dataset(source, seq_len)
+    if source.tokens <= CACHE_MAX_TOKENS:
+        dataset = dataset.cache()
+    dataset = dataset.shuffle(min(SHUFFLE_WINDOWS, max(source.windows(seq_len), 1)), seed=seed,
+                              reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size).map(_split_window, num_parallel_calls=tf.data.AUTOTUNE)
+    return _with_batches(dataset, source, seq_len, batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def evaluation_dataset(source: TokenSource, seq_len: int, batch_size: int) -> tf.data.Dataset:
+    """Batches of (inputs, targets) in corpus order, for validation and `evaluate`."""
+    dataset = window_dataset(source, seq_len)
+    if source.tokens <= CACHE_MAX_TOKENS:
+        dataset = dataset.cache()
+    dataset = dataset.batch(batch_size).map(_split_window)
+    return _with_batches(dataset, source, seq_len, batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _with_batches(dataset: tf.data.Dataset, source: TokenSource, seq_len: int,
+                  batch_size: int) -> tf.data.Dataset:
+    """State the number of batches, so Keras shows real progress bars from the first epoch."""
+    batches = -(-source.windows(seq_len) // batch_size)
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches))
+
+
+def measured_source(tokenizer: Tokenizer, corpus: Corpus, description: str) -> TokenSource:
+    """A whole corpus as a token source; one pass to count its tokens and characters."""
+    tokens, chars = count_tokens(token_stream(tokenizer, corpus))
+    return TokenSource(lambda: token_stream(tokenizer, corpus), tokens, chars, description)
+
+
+def split_tail(tokenizer: Tokenizer, corpus: Corpus, total_tokens: int, val_fraction: float,
+               max_val_tokens: int) -> tuple[TokenSource, TokenSource]:
+    """Hold out a contiguous tail of the corpus for validation (capped for huge corpora)."""
+    val_tokens = min(int(total_tokens * val_fraction), max_val_tokens)
+    cut = total_tokens - val_tokens
+    train = TokenSource(lambda: token_stream(tokenizer, corpus, 0, cut), cut, None,
+                        f"first {cut:,} tokens")
+    val_chars = count_tokens(token_stream(tokenizer, corpus, cut))[1] if tokenizer.level != "char" \
+        else val_tokens
+    val = TokenSource(lambda: token_stream(tokenizer, corpus, cut), val_tokens, val_chars,
+                      f"last {val_tokens:,} tokens")
+    return train, val
+
+
+def require_windows(source: TokenSource, seq_len: int, what: str) -> None:
+    if source.windows(seq_len) < 1:
+        raise TextgenError(
+            f"{what} has {source.tokens:,} tokens, fewer than one window of seq-len + 1 = "
+            f"{seq_len + 1}; use more text or a smaller --seq-len")

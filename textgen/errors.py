@@ -1,0 +1,5 @@
+"""The one exception type that means "the user asked for something we cannot do"."""
+
+
+class TextgenError(Exception):
+    """A user mistake or an unusable input: the CLI prints it as one line and exits with 2."""

@@ -1,0 +1,124 @@
+"""Generate text from a trained model, carrying the recurrent state.
+
+The prime is fed once through the sequence kernels (copies of the recurrent layers that also
+return their final states); after that every new token costs one step of the cells, inside a
+compiled `tf.while_loop`. Generation always computes in float32, whatever policy the model was
+trained under, so models trained with mixed precision on a GPU sample on any CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from textgen.models import recurrent_layers
+from textgen.sampling import sample_next
+from textgen.tokenizers import UNK_ID, Tokenizer
+
+CHUNK_TOKENS = 64  # tokens per compiled call: how often text reaches the screen
+
+
+class Generator:
+    """Prime + sample loop over a trained model's weights."""
+
+    def __init__(self, model: keras.Model, tokenizer: Tokenizer):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.embedding = model.get_layer("embedding")
+        self.output_layer = model.get_layer("logits")
+        self.layers = [self._state_returning_copy(layer) for layer in recurrent_layers(model)]
+        self.state_counts = [2 if isinstance(layer, keras.layers.LSTM) else 1 for layer in self.layers]
+        banned = np.zeros(tokenizer.vocab_size, dtype=bool)
+        banned[UNK_ID] = True
+        self.banned = tf.constant(banned)
+        self.sync_weights()
+        self._prime = tf.function(self._prime_graph, reduce_retracing=True)
+        self._steps = tf.function(self._steps_graph, reduce_retracing=True)
+
+    @staticmethod
+    def _state_returning_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = {**layer.get_config(), "return_state": True, "return_sequences": True,
+                  "dtype": "float32", "name": f"{layer.name}_generation"}
+        copy = layer.__class__.from_config(config)
+        copy.build((None, None, layer.input.shape[-1]))
+        return copy
+
+    def sync_weights(self) -> None:
+        """Copy the model's current weights (called again after each training epoch)."""
+        for source, copy in zip(recurrent_layers(self.model), self.layers, strict=True):
+            copy.set_weights(source.get_weights())
+
+    # -- graph pieces -------------------------------------------------------------------------
+    def _embed(self, ids: tf.Tensor) -> tf.Tensor:
+        return tf.cast(tf.gather(self.embedding.embeddings, ids), tf.float32)
+
+    def _logits(self, hidden: tf.Tensor) -> tf.Tensor:
+        return tf.matmul(hidden, tf.cast(self.output_layer.kernel, tf.float32)) + tf.cast(
+            self.output_layer.bias, tf.float32)
+
+    def _prime_graph(self, ids: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        x = self._embed(ids)
+        states: list[tf.Tensor] = []
+        for layer in self.layers:
+            x, *layer_states = layer(x)
+            states.extend(layer_states)
+        return self._logits(x[:, -1]), states
+
+    def _step(self, ids: tf.Tensor, states: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        x = self._embed(ids)
+        new_states: list[tf.Tensor] = []
+        position = 0
+        for layer, count in zip(self.layers, self.state_counts, strict=True):
+            x, layer_states = layer.cell(x, states[position:position + count])
+            new_states.extend(layer_states)
+            position += count
+        return self._logits(x), new_states
+
+    def _steps_graph(self, logits, states, steps, temperature, top_k, top_p, seed, offset):
+        batch = tf.shape(logits)[0]
+        tokens = tf.TensorArray(tf.int32, size=steps, element_shape=tf.TensorShape([None]))
+
+        def body(i, logits, states, tokens):
+            step_seed = tf.stack([seed, offset + i])
+            ids = sample_next(logits, temperature, top_k, top_p, step_seed, self.banned)
+            logits, states = self._step(ids, states)
+            return i + 1, logits, states, tokens.write(i, ids)
+
+        _, logits, states, tokens = tf.while_loop(
+            lambda i, *_: i < steps, body, (tf.constant(0), logits, states, tokens))
+        return tf.reshape(tf.transpose(tokens.stack()), [batch, steps]), logits, states
+
+    # -- public -----------------------------------------------------------------------------
+    def prime_ids(self, prime: str) -> np.ndarray:
+        """Ids of the prime's known pieces; a line break (or the most common token) if none."""
+        ids = self.tokenizer.encode(prime)
+        ids = ids[ids != UNK_ID]
+        if len(ids):
+            return ids
+        newline = self.tokenizer.encode("\n")
+        return newline if len(newline) and newline[0] != UNK_ID else np.array([1], np.int32)
+
+    def stream(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
+               temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+               chunk: int = CHUNK_TOKENS) -> Iterator[np.ndarray]:
+        """Yield [num_samples, n] arrays of new token ids, chunk by chunk, until `length` tokens."""
+        ids = np.tile(self.prime_ids(prime)[np.newaxis, :], (num_samples, 1))
+        logits, states = self._prime(tf.constant(ids, tf.int32))
+        done = 0
+        while done < length:
+            steps = min(chunk, length - done)
+            tokens, logits, states = self._steps(
+                logits, states, tf.constant(steps), tf.constant(float(temperature)),
+                tf.constant(int(top_k)), tf.constant(float(top_p)), tf.constant(int(seed)),
+                tf.constant(done))
+            done += steps
+            yield tokens.numpy()
+
+    def generate(self, prime: str = "", length: int = 200, **options) -> list[str]:
+        """Whole continuations (without the prime), one string per sample."""
+        parts = list(self.stream(prime, length, **options))
+        ids = np.concatenate(parts, axis=1) if parts else np.zeros((options.get("num_samples", 1), 0))
+        return [self.tokenizer.decode(row) for row in ids]

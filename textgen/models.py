@@ -1,0 +1,62 @@
+"""Build the training network from a ModelConfig, and check it stays on the cuDNN fast path."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from textgen.config import ModelConfig
+
+RECURRENT_LAYERS: dict[str, type[keras.layers.Layer]] = {
+    "lstm": layers.LSTM,
+    "gru": layers.GRU,
+    "rnn": layers.SimpleRNN,
+}
+
+
+def recurrent_layer(config: ModelConfig, index: int) -> keras.layers.Layer:
+    """One recurrent layer with the settings cuDNN needs (tanh/sigmoid, no recurrent dropout,
+    reset_after for GRU), so the same model runs the fused kernel on a GPU."""
+    kwargs = {"units": config.units, "return_sequences": True, "name": f"{config.cell}_{index}"}
+    if config.cell == "gru":
+        kwargs["reset_after"] = True
+    return RECURRENT_LAYERS[config.cell](**kwargs)
+
+
+def build_model(config: ModelConfig) -> keras.Model:
+    """token ids [batch, time] -> logits [batch, time, vocab]; logits are float32 under any policy."""
+    token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    x = layers.Embedding(config.vocab_size, config.embedding_dim, name="embedding")(token_ids)
+    for index in range(config.layers):
+        x = recurrent_layer(config, index)(x)
+        if config.dropout:
+            x = layers.Dropout(config.dropout, name=f"dropout_{index}")(x)
+    logits = layers.Dense(config.vocab_size, dtype="float32", name="logits")(x)
+    return keras.Model(token_ids, logits, name="textgen")
+
+
+def recurrent_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    return [layer for layer in model.layers if isinstance(layer, tuple(RECURRENT_LAYERS.values()))]
+
+
+def cudnn_problems(layer: keras.layers.Layer) -> list[str]:
+    """Why a recurrent layer would miss TensorFlow's cuDNN kernel (empty list: it will use it)."""
+    problems = []
+    if isinstance(layer, layers.SimpleRNN):
+        return problems  # SimpleRNN has no cuDNN kernel in Keras; nothing to keep
+    cell = layer.cell
+    if cell.activation is not keras.activations.tanh:
+        problems.append("activation is not tanh")
+    if cell.recurrent_activation is not keras.activations.sigmoid:
+        problems.append("recurrent_activation is not sigmoid")
+    if cell.recurrent_dropout:
+        problems.append("recurrent_dropout is not 0")
+    if layer.unroll:
+        problems.append("unroll is on")
+    if not cell.use_bias:
+        problems.append("use_bias is off")
+    if getattr(layer, "use_cudnn", "auto") is False:
+        problems.append("use_cudnn is False")
+    if isinstance(layer, layers.GRU) and not cell.reset_after:
+        problems.append("reset_after is off")
+    return problems

@@ -1,0 +1,47 @@
+"""Turn next-token logits into token ids: greedy, temperature, top-k, top-p. No model inside.
+
+Everything is a TensorFlow op with stateless randomness, so it runs inside a compiled
+generation loop and the same seed always gives the same tokens.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+NEG_INF = -1e9
+
+
+def filter_top_k(logits: tf.Tensor, top_k: tf.Tensor) -> tf.Tensor:
+    """Keep the `top_k` largest logits of each row (0 keeps all)."""
+    vocab = tf.shape(logits)[-1]
+    k = tf.where(top_k > 0, tf.minimum(top_k, vocab), vocab)
+    kth = tf.math.top_k(logits, k=k).values[:, -1:]
+    return tf.where(logits < kth, tf.cast(NEG_INF, logits.dtype), logits)
+
+
+def filter_top_p(logits: tf.Tensor, top_p: tf.Tensor) -> tf.Tensor:
+    """Keep the smallest set of tokens whose probability adds up to at least `top_p` (nucleus)."""
+    sorted_logits = tf.sort(logits, direction="DESCENDING", axis=-1)
+    probs = tf.nn.softmax(sorted_logits, axis=-1)
+    before = tf.cumsum(probs, axis=-1, exclusive=True)
+    # The most likely token is always kept; others while the mass before them is below top_p.
+    keep = tf.logical_or(before < top_p, tf.range(tf.shape(logits)[-1]) == 0)
+    cutoff = tf.reduce_min(tf.where(keep, sorted_logits, tf.reduce_max(sorted_logits)), axis=-1,
+                           keepdims=True)
+    return tf.where(logits < cutoff, tf.cast(NEG_INF, logits.dtype), logits)
+
+
+def sample_next(logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, top_p: tf.Tensor,
+                seed: tf.Tensor, banned: tf.Tensor | None = None) -> tf.Tensor:
+    """logits [batch, vocab] -> ids [batch]; temperature 0 is greedy (argmax).
+
+    `seed` is a shape-[2] int tensor; `banned` is a [vocab] bool mask of ids never emitted.
+    """
+    logits = tf.cast(logits, tf.float32)
+    if banned is not None:
+        logits = tf.where(banned[tf.newaxis, :], NEG_INF, logits)
+    greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    scaled = logits / tf.maximum(temperature, 1e-6)
+    scaled = filter_top_p(filter_top_k(scaled, top_k), top_p)
+    sampled = tf.random.stateless_categorical(scaled, 1, seed=seed, dtype=tf.int32)[:, 0]
+    return tf.where(temperature > 0, sampled, greedy)

@@ -1,0 +1,219 @@
+"""Character and word tokenizers: fit on a stream of text, encode, decode, save as JSON.
+
+Both are lossless on in-vocabulary text: `decode(encode(text)) == text`. The word tokenizer gets
+that by keeping a single leading space inside the token that follows it (" the", " ,") and
+every other run of spaces, tabs and each line break as tokens of their own, the way GPT-2's
+pre-tokenizer does; generated text therefore comes back with natural spacing.
+Id 0 is the out-of-vocabulary token in both; generation never emits it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from textgen.errors import TextgenError
+
+TOKENIZER_FORMAT = 1
+UNK_ID = 0
+DEFAULT_MAX_VOCAB = 20_000
+
+# CJK ideographs, split into single-character tokens in word mode (as BERT's basic tokenizer does).
+_CJK_RANGES = (
+    (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF),
+    (0xF900, 0xFAFF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2CEAF),
+    (0x2F800, 0x2FA1F),
+)
+_CJK = "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _CJK_RANGES)
+_WORD_CHAR = rf"[^\W{_CJK}]"  # letters, digits and underscore, but not CJK ideographs
+# Alternatives are tried left to right; together they match every character, so the pieces
+# of a text always concatenate back to it.
+WORD_PATTERN = re.compile(
+    rf"\n| ?[{_CJK}]| ?{_WORD_CHAR}+(?:['’]{_WORD_CHAR}+)*| ?\S|[^\S\n]+"
+)
+
+
+class Tokenizer:
+    """Maps text to int32 ids and back; subclasses define how text is cut into pieces."""
+
+    level: str = ""
+    unk_text: str = ""
+
+    def __init__(self, tokens: Iterable[str]):
+        self.tokens: list[str] = list(tokens)  # id i + 1 -> tokens[i]; id 0 is UNK
+        self._ids = {tok: i + 1 for i, tok in enumerate(self.tokens)}
+        if len(self._ids) != len(self.tokens):
+            raise TextgenError("tokenizer vocabulary has duplicate tokens")
+        self._texts = [self.unk_text, *self.tokens]
+
+    # -- cutting text ---------------------------------------------------------------------
+    def split(self, text: str) -> list[str]:
+        raise NotImplementedError
+
+    @staticmethod
+    def safe_cut(text: str) -> int:
+        """Index up to which `text` can be tokenized without knowing what follows it."""
+        return len(text)
+
+    def iter_pieces(self, chunks: Iterable[str]) -> Iterator[list[str]]:
+        """Split a stream of text chunks into pieces, never cutting a token at a chunk edge."""
+        carry = ""
+        for chunk in chunks:
+            text = carry + chunk
+            cut = self.safe_cut(text)
+            carry = text[cut:]
+            if cut:
+                yield self.split(text[:cut])
+        if carry:
+            yield self.split(carry)
+
+    # -- ids ------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens) + 1
+
+    def encode(self, text: str) -> np.ndarray:
+        return self.encode_pieces(self.split(text))
+
+    def encode_pieces(self, pieces: list[str]) -> np.ndarray:
+        get = self._ids.get
+        return np.fromiter((get(p, UNK_ID) for p in pieces), dtype=np.int32, count=len(pieces))
+
+    def encode_stream(self, chunks: Iterable[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (ids, character length of each token) for a stream of text chunks."""
+        for pieces in self.iter_pieces(chunks):
+            lengths = np.fromiter(map(len, pieces), dtype=np.int32, count=len(pieces))
+            yield self.encode_pieces(pieces), lengths
+
+    def decode(self, ids: Iterable[int]) -> str:
+        texts = self._texts
+        return "".join(texts[int(i)] for i in ids)
+
+    def token_text(self, token_id: int) -> str:
+        return self._texts[token_id]
+
+    def unknown_pieces(self, text: str) -> list[str]:
+        """Pieces of `text` that are not in the vocabulary (in order, without repeats)."""
+        return list(dict.fromkeys(p for p in self.split(text) if p not in self._ids))
+
+    # -- fitting and saving -----------------------------------------------------------------
+    @classmethod
+    def fit(cls, chunks: Iterable[str], max_vocab: int = DEFAULT_MAX_VOCAB) -> tuple[Tokenizer, int]:
+        """Build a vocabulary from a stream; returns the tokenizer and the corpus length in tokens."""
+        if max_vocab < 2:
+            raise TextgenError("max-vocab must be at least 2")
+        counts: Counter[str] = Counter()
+        for pieces in cls([]).iter_pieces(chunks):
+            counts.update(pieces)
+        total = sum(counts.values())
+        kept = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: max_vocab - 1]
+        return cls(cls.order([tok for tok, _ in kept])), total
+
+    @staticmethod
+    def order(tokens: list[str]) -> list[str]:
+        """Order of the saved vocabulary (most frequent first unless a subclass prefers otherwise)."""
+        return tokens
+
+    def to_dict(self) -> dict:
+        return {"format": TOKENIZER_FORMAT, "level": self.level, "unk": self.unk_text,
+                "tokens": self.tokens}
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
+
+
+class CharTokenizer(Tokenizer):
+    """One token per Unicode code point; line breaks are ordinary tokens."""
+
+    level = "char"
+    unk_text = "\ufffd"
+
+    def __init__(self, tokens: Iterable[str]):
+        super().__init__(tokens)
+        if any(len(t) != 1 for t in self.tokens):
+            raise TextgenError("a character vocabulary may only hold single characters")
+        # Sorted code points and their ids make encoding a vectorised binary search.
+        cps = np.array([ord(t) for t in self.tokens], dtype=np.int64)
+        order = np.argsort(cps)
+        self._sorted_cps = cps[order]
+        self._sorted_ids = (order + 1).astype(np.int32)
+
+    def split(self, text: str) -> list[str]:
+        return list(text)
+
+    def encode(self, text: str) -> np.ndarray:
+        cps = np.frombuffer(text.encode("utf-32-le"), dtype="<u4").astype(np.int64)
+        if not len(self._sorted_cps):
+            return np.zeros(len(cps), dtype=np.int32)
+        pos = np.searchsorted(self._sorted_cps, cps)
+        pos = np.minimum(pos, len(self._sorted_cps) - 1)
+        found = self._sorted_cps[pos] == cps
+        return np.where(found, self._sorted_ids[pos], UNK_ID).astype(np.int32)
+
+    def encode_stream(self, chunks: Iterable[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for chunk in chunks:
+            if chunk:
+                ids = self.encode(chunk)
+                yield ids, np.ones(len(ids), dtype=np.int32)
+
+    def iter_pieces(self, chunks: Iterable[str]) -> Iterator[str]:  # type: ignore[override]
+        # Counter.update on a string counts its characters: no need to build lists.
+        yield from (chunk for chunk in chunks if chunk)
+
+    @staticmethod
+    def order(tokens: list[str]) -> list[str]:
+        return sorted(tokens)
+
+
+class WordTokenizer(Tokenizer):
+    """Words, single punctuation marks, CJK characters, line breaks and space runs."""
+
+    level = "word"
+    unk_text = "<unk>"
+
+    def split(self, text: str) -> list[str]:
+        return WORD_PATTERN.findall(text)
+
+    @staticmethod
+    def safe_cut(text: str) -> int:
+        # A line break always ends a token; failing that, cut before the last space run.
+        cut = text.rfind("\n") + 1
+        if cut:
+            return cut
+        cut = len(text)
+        while cut > 0 and not text[cut - 1].isspace():  # the last, maybe unfinished, token
+            cut -= 1
+        while cut > 0 and text[cut - 1].isspace():  # and the space run before it (\s in the pattern)
+            cut -= 1
+        return cut
+
+
+TOKENIZERS: dict[str, type[Tokenizer]] = {"char": CharTokenizer, "word": WordTokenizer}
+
+
+def tokenizer_for(level: str) -> type[Tokenizer]:
+    try:
+        return TOKENIZERS[level]
+    except KeyError:
+        raise TextgenError(f"unknown level {level!r}; choose char or word") from None
+
+
+def load_tokenizer(path: os.PathLike | str) -> Tokenizer:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if data.get("format") != TOKENIZER_FORMAT:
+            raise TextgenError(f"{path}: unsupported tokenizer format {data.get('format')!r}")
+        return tokenizer_for(data["level"])(data["tokens"])
+    except TextgenError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TextgenError(f"{path}: not a valid tokenizer file ({exc.__class__.__name__})") from exc

@@ -1,0 +1,384 @@
+"""Fit a model on a corpus: data -> model -> Keras `fit` with callbacks -> published folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from textgen import artifacts
+from textgen.config import ModelConfig, RunConfig, TrainConfig
+from textgen.corpus import Corpus, TfdsCorpus, open_corpus
+from textgen.data import (
+    TokenSource,
+    evaluation_dataset,
+    measured_source,
+    require_windows,
+    split_tail,
+    token_stream,
+    training_dataset,
+)
+from textgen.errors import TextgenError
+from textgen.generation import Generator
+from textgen.models import build_model
+from textgen.precision import apply_precision, resolve_precision
+from textgen.tokenizers import DEFAULT_MAX_VOCAB, Tokenizer, load_tokenizer, tokenizer_for
+
+LN2 = math.log(2.0)
+Log = Callable[[str], None]
+
+
+@dataclass
+class DataOptions:
+    """Where the text comes from and how it is cut into tokens."""
+
+    sources: Sequence[str]
+    level: str = "char"
+    max_vocab: int = DEFAULT_MAX_VOCAB
+    encoding: str = "utf-8"
+    val_file: str | None = None
+    tfds_data_dir: str | None = None
+    tfds_manual_dir: str | None = None
+
+
+@dataclass
+class ModelOptions:
+    """Network shape; the vocabulary size comes from the tokenizer."""
+
+    cell: str = "gru"
+    layers: int = 2
+    units: int = 256
+    embedding_dim: int = 64
+    dropout: float = 0.0
+
+    def config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig(vocab_size=vocab_size, **dataclasses.asdict(self))
+
+
+@dataclass
+class RunOptions:
+    """Where the model goes and how the run behaves."""
+
+    name: str | None = None
+    output_dir: str = "saved_models"
+    force: bool = False
+    resume: bool = False
+    verbose: int = 1
+    epoch_samples: bool = True
+    log: Log = field(default=print)
+
+
+# -- callbacks -----------------------------------------------------------------------------------
+class EpochLog(keras.callbacks.Callback):
+    """Adds perplexity and bits per character to each epoch's logs, and keeps history.json.
+
+    It runs before Keras' History and progress bar, which therefore show and keep these too.
+    The history file also gets epoch time and tokens/s, and stays continuous across `--resume`.
+    """
+
+    def __init__(self, path: Path, tokens_per_step: int, val_chars_per_token: float, level: str):
+        super().__init__()
+        self.path = path
+        self.tokens_per_step = tokens_per_step
+        self.val_chars_per_token = val_chars_per_token
+        self.level = level
+        self.history: dict[str, list] = {}
+        if path.exists():
+            self.history = json.loads(path.read_text(encoding="utf-8"))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # After a resume, epochs beyond the restored one were lost with the crash: drop them.
+        for values in self.history.values():
+            del values[epoch:]
+        self.start = time.perf_counter()
+        self.train_seconds: float | None = None
+        self.steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+
+    def on_test_begin(self, logs=None):
+        if self.train_seconds is None and hasattr(self, "start"):
+            self.train_seconds = time.perf_counter() - self.start
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        if "loss" in logs:
+            logs["perplexity"] = math.exp(min(logs["loss"], 50.0))
+            if self.level == "char":
+                logs["bits_per_char"] = logs["loss"] / LN2
+        if "val_loss" in logs:
+            logs["val_perplexity"] = math.exp(min(logs["val_loss"], 50.0))
+            logs["val_bits_per_char"] = logs["val_loss"] / LN2 / self.val_chars_per_token
+        train_seconds = self.train_seconds or (time.perf_counter() - self.start)
+        record = {**logs, "epoch_seconds": time.perf_counter() - self.start, "steps": self.steps,
+                  "tokens_per_second": self.steps * self.tokens_per_step / max(train_seconds, 1e-9)}
+        for key, value in record.items():
+            self.history.setdefault(key, [None] * epoch).append(float(value))
+        artifacts.write_json_atomic(self.path, self.history)
+
+
+class Budget(keras.callbacks.Callback):
+    """Stops training cleanly after `max_steps` steps or `time_limit` seconds (then we save)."""
+
+    def __init__(self, max_steps: int | None, time_limit: float | None):
+        super().__init__()
+        self.max_steps = max_steps
+        self.time_limit = time_limit
+        self.steps = 0
+        self.reason: str | None = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def _check(self) -> None:
+        if self.max_steps is not None and self.steps >= self.max_steps:
+            self.reason = "max_steps"
+        elif self.time_limit is not None and time.perf_counter() - self.start >= self.time_limit:
+            self.reason = "time_limit"
+        if self.reason:
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        self._check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check()
+
+
+class EpochSamples(keras.callbacks.Callback):
+    """Prints a short sample after each epoch, so users see the model learn."""
+
+    def __init__(self, generator: Generator, log: Log, length: int, seed: int):
+        super().__init__()
+        self.generator = generator
+        self.log = log
+        self.length = length
+        self.seed = seed
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.generator.sync_weights()
+        text = self.generator.generate("", self.length, temperature=0.8, seed=self.seed + epoch)[0]
+        self.log(f"--- sample after epoch {epoch + 1} ---\n{text.strip()}\n---")
+
+
+# -- the run ------------------------------------------------------------------------------------
+@dataclass
+class PreparedData:
+    tokenizer: Tokenizer
+    train: TokenSource
+    val: TokenSource
+    description: dict[str, Any]
+
+
+def default_name(sources: Sequence[str], level: str) -> str:
+    first = sources[0]
+    stem = first.split(":", 1)[1] if first.startswith("tfds:") else Path(first.rstrip("/")).stem
+    stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in stem) or "model"
+    return f"{stem}-{level}"
+
+
+def prepare_data(options: DataOptions, train_config: TrainConfig, tokenizer: Tokenizer | None,
+                 log: Log, progress: bool = True) -> PreparedData:
+    """Fit (or reuse) the tokenizer, then describe the train and validation token ranges."""
+    corpus = open_corpus(options.sources, encoding=options.encoding,
+                         tfds_data_dir=options.tfds_data_dir, tfds_manual_dir=options.tfds_manual_dir,
+                         progress=progress)
+    val_corpus: Corpus | None = None
+    if options.val_file:
+        val_corpus = open_corpus([options.val_file], encoding=options.encoding)
+    elif isinstance(corpus, TfdsCorpus) and "validation" in corpus.splits():
+        val_corpus = dataclasses.replace(corpus, split="validation")
+
+    if tokenizer is None:
+        log("Building the vocabulary...")
+        tokenizer, total = tokenizer_for(options.level).fit(corpus.chunks(), options.max_vocab)
+    else:
+        total = sum(len(ids) for ids, _ in tokenizer.encode_stream(corpus.chunks()))
+    if total == 0:
+        raise TextgenError("the corpus holds no text")
+
+    if val_corpus is None:
+        train, val = split_tail(tokenizer, corpus, total, train_config.val_fraction,
+                                train_config.max_val_tokens)
+    else:
+        train = TokenSource(lambda: token_stream(tokenizer, corpus), total, None, "all tokens")
+        val = measured_source(tokenizer, val_corpus, "validation corpus")
+    require_windows(train, train_config.seq_len, "the training text")
+    require_windows(val, train_config.seq_len, "the validation text")
+    description = {**corpus.describe(), "tokens": total, "train_tokens": train.tokens,
+                   "val_tokens": val.tokens, "validation": val_corpus.describe() if val_corpus
+                   else f"last {train_config.val_fraction:.0%} of the corpus (capped at "
+                        f"{train_config.max_val_tokens:,} tokens)"}
+    return PreparedData(tokenizer, train, val, description)
+
+
+def _check_target(model_dir: Path, options: RunOptions) -> None:
+    """Refuse to overwrite or silently abandon anything before a single byte is written."""
+    run_dir = artifacts.work_dir(model_dir)
+    if options.resume:
+        if not (run_dir / artifacts.CONFIG_FILE).is_file():
+            raise TextgenError(f"no interrupted run named {model_dir.name!r} in {model_dir.parent} "
+                               "to resume")
+        return
+    if run_dir.exists() and not options.force:
+        raise TextgenError(f"an unfinished run named {model_dir.name!r} exists in {model_dir.parent}; "
+                           "pass --resume to continue it or --force to start over")
+    if model_dir.exists() and not options.force:
+        raise TextgenError(f"model {model_dir.name!r} already exists in {model_dir.parent}; "
+                           "pass --force to overwrite it or choose another --name")
+
+
+def train(data_options: DataOptions, model_options: ModelOptions, train_config: TrainConfig,
+          run_options: RunOptions) -> Path:
+    """Train and publish a model folder; returns its path. Ctrl-C saves what was finished."""
+    log = run_options.log if run_options.verbose else (lambda message: None)
+    name = run_options.name or default_name(data_options.sources, data_options.level)
+    if not name or "/" in name or name.startswith("."):
+        raise TextgenError(f"invalid model name {name!r}")
+    model_dir = Path(run_options.output_dir) / name
+    run_dir = artifacts.work_dir(model_dir)
+    _check_target(model_dir, run_options)
+
+    tokenizer = None
+    if run_options.resume:
+        saved = RunConfig.load(run_dir / artifacts.CONFIG_FILE)
+        tokenizer = load_tokenizer(run_dir / artifacts.TOKENIZER_FILE)
+        data_options = dataclasses.replace(data_options, level=saved.level)
+        model_options = ModelOptions(**{k: v for k, v in dataclasses.asdict(saved.model).items()
+                                        if k != "vocab_size"})
+        budget = {k: getattr(train_config, k) for k in ("epochs", "max_steps", "time_limit")}
+        train_config = dataclasses.replace(saved.train, **budget)
+
+    data = prepare_data(data_options, train_config, tokenizer, log, progress=bool(run_options.verbose))
+    precision = resolve_precision(train_config.precision)
+    run_config = RunConfig(model=model_options.config(data.tokenizer.vocab_size), train=train_config,
+                           level=data.tokenizer.level, corpus=data.description,
+                           precision_used=precision)
+
+    if run_options.force and not run_options.resume:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    artifacts.write_json_atomic(run_dir / artifacts.CONFIG_FILE, json.loads(run_config.to_json()))
+    artifacts.write_text_atomic(run_dir / artifacts.TOKENIZER_FILE,
+                                json.dumps(data.tokenizer.to_dict(), ensure_ascii=False))
+
+    keras.utils.set_random_seed(train_config.seed)
+    apply_precision(precision)
+    try:
+        return _fit_and_publish(data, run_config, model_dir, run_dir, run_options, log)
+    finally:
+        apply_precision("float32")
+
+
+def _compile(model: keras.Model, config: TrainConfig) -> None:
+    optimizer = keras.optimizers.Adam(learning_rate=config.lr, clipnorm=config.clipnorm)
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+
+def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path, run_dir: Path,
+                     options: RunOptions, log: Log) -> Path:
+    config = run_config.train
+    model = build_model(run_config.model)
+    _compile(model, config)
+    train_ds = training_dataset(data.train, config.seq_len, config.batch_size, config.seed)
+    val_ds = evaluation_dataset(data.val, config.seq_len, config.batch_size)
+
+    val_chars_per_token = (data.val.chars or data.val.tokens) / data.val.tokens
+    history = EpochLog(run_dir / artifacts.HISTORY_FILE, config.seq_len * config.batch_size,
+                       val_chars_per_token, run_config.level)
+    checkpoint = keras.callbacks.ModelCheckpoint(str(run_dir / artifacts.MODEL_FILE),
+                                                 monitor="val_loss", save_best_only=True)
+    previous = [v for v in history.history.get("val_loss", []) if v is not None]
+    if previous:
+        checkpoint.best = min(previous)
+    budget = Budget(config.max_steps, config.time_limit)
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False,
+                                         double_checkpoint=True),
+        history,
+        budget,
+        checkpoint,
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience),
+        keras.callbacks.TensorBoard(str(run_dir / artifacts.LOGS_DIR), write_graph=False,
+                                    profile_batch=0),
+    ]
+    if options.verbose:
+        callbacks.append(keras.callbacks.ProgbarLogger())  # explicit, so samples print after it
+        if options.epoch_samples:
+            callbacks.append(EpochSamples(Generator(model, data.tokenizer), log, 200, config.seed))
+
+    params = model.count_params()
+    log(f"Training {run_config.model.cell.upper()} {run_config.model.layers}x{run_config.model.units} "
+        f"({params:,} parameters, vocabulary {run_config.model.vocab_size:,}, {run_config.level} level, "
+        f"{run_config.precision_used}) on {data.train.tokens:,} tokens; validating on "
+        f"{data.val.tokens:,}.")
+    start = time.perf_counter()
+    interrupted = False
+    try:
+        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+                  shuffle=False, verbose=2 if options.verbose == 2 else ("auto" if options.verbose else 0))
+    except KeyboardInterrupt:
+        interrupted = True
+        log("\nInterrupted: saving what was finished...")
+    seconds = time.perf_counter() - start
+    epochs_done = len(history.history.get("loss", []))
+    stopped = ("interrupted" if interrupted else budget.reason or (
+        "early_stopping" if epochs_done < config.epochs else "completed"))
+    val_losses = [v for v in history.history.get("val_loss", []) if v is not None]
+    result = {"stopped": stopped, "epochs": epochs_done, "steps": budget.steps,
+              "train_seconds": round(seconds, 2),
+              "best_val_loss": min(val_losses) if val_losses else None,
+              "parameters": params}
+    final_config = dataclasses.replace(run_config, result=result)
+    with artifacts.sigint_deferred():
+        _publish(model, final_config, data.tokenizer, history.history, model_dir, run_dir)
+        unfinished = stopped in ("interrupted", "max_steps", "time_limit")
+        if not unfinished:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    best = f"best val_loss {result['best_val_loss']:.4f}" if val_losses else "no validation yet"
+    log(f"Saved {model_dir} ({stopped} after {epochs_done} epoch(s), {best})."
+        + (f" Continue with --resume --name {model_dir.name}." if unfinished else ""))
+    if interrupted:
+        raise KeyboardInterrupt
+    return model_dir
+
+
+def _publish(model: keras.Model, config: RunConfig, tokenizer: Tokenizer, history: dict,
+             model_dir: Path, run_dir: Path) -> None:
+    staging = artifacts.staging_dir(model_dir)
+    try:
+        best = run_dir / artifacts.MODEL_FILE
+        model.save(staging / artifacts.LAST_FILE)
+        if best.is_file() and _loads(best):
+            shutil.copy2(best, staging / artifacts.MODEL_FILE)
+        else:  # no completed validation yet: the current weights are all there is
+            shutil.copy2(staging / artifacts.LAST_FILE, staging / artifacts.MODEL_FILE)
+        tokenizer.save(staging / artifacts.TOKENIZER_FILE)
+        (staging / artifacts.CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
+        (staging / artifacts.HISTORY_FILE).write_text(json.dumps(history, indent=2), encoding="utf-8")
+        if (run_dir / artifacts.LOGS_DIR).is_dir():
+            shutil.copytree(run_dir / artifacts.LOGS_DIR, staging / artifacts.LOGS_DIR)
+        artifacts.publish(staging, model_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _loads(path: Path) -> bool:
+    """A checkpoint cut short by a crash must not be published as the best model."""
+    try:
+        keras.saving.load_model(path, compile=False, safe_mode=True)
+        return True
+    except Exception:
+        return False
