@@ -150,6 +150,10 @@ def test_budget_stop_then_resume_continues_history(corpus_file, tmp_path, capsys
     first = json.loads((tmp_path / "r" / "history.json").read_text())
     code, _, err = run_cli([*base, "--epochs", "3", "--max-steps", "40"], capsys)
     assert code == 2 and "--resume" in err
+    other = tmp_path / "other.txt"
+    other.write_text(corpus_file.read_text()[:15_000])
+    code, _, err = run_cli(["train", other, *base[2:], "--epochs", "3", "--resume"], capsys)
+    assert code == 2 and "not the one run 'r' began with" in err
     assert run_cli([*base, "--epochs", "3", "--resume"], capsys)[0] == 0
     history = json.loads((tmp_path / "r" / "history.json").read_text())
     assert len(history["loss"]) == 3 and history["loss"][0] == first["loss"][0]

@@ -260,6 +260,10 @@ def train(data_options: DataOptions, model_options: ModelOptions, train_config: 
         train_config = dataclasses.replace(saved.train, **budget)
 
     data = prepare_data(data_options, train_config, tokenizer, log, progress=bool(run_options.verbose))
+    if run_options.resume and data.description.get("tokens") != saved.corpus.get("tokens"):
+        raise TextgenError(f"the corpus is not the one run {name!r} began with "
+                           f"({saved.corpus.get('tokens'):,} tokens then, {data.description['tokens']:,} "
+                           "now); resume with the same sources")
     precision = resolve_precision(train_config.precision)
     run_config = RunConfig(model=model_options.config(data.tokenizer.vocab_size), train=train_config,
                            level=data.tokenizer.level, corpus=data.description,
