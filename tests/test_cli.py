@@ -275,3 +275,24 @@ def test_console_entry_points_and_help(tmp_path):
     result = subprocess.run([sys.executable, "-m", "textgen", "train"], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
+
+
+def test_validation_file_is_used_instead_of_a_tail(corpus_file, held_out_file, tmp_path, capsys):
+    code, _, err = run_cli(["train", corpus_file, *TINY, "--val-file", held_out_file, "--max-steps", "2",
+                            "--output-dir", tmp_path, "--name", "v"], capsys)
+    assert code == 0, err
+    corpus = json.loads((tmp_path / "v" / "config.json").read_text())["corpus"]
+    # a file without a final line break gets one, as when several files are joined
+    assert corpus["train_tokens"] == 20_001 and corpus["val_tokens"] == 5_000
+    assert corpus["validation"]["paths"] == [str(held_out_file)]
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"tiny\n", "fewer than one window"),
+    ("ça va très bien\n".encode("latin-1") * 50, "--encoding"),
+])
+def test_evaluate_bad_text(data, message, char_model, tmp_path, capsys):
+    path = tmp_path / "eval.txt"
+    path.write_bytes(data)
+    code, out, err = run_cli(["evaluate", char_model, path], capsys)
+    assert code == 2 and message in err and out == ""

@@ -57,3 +57,29 @@ def test_too_short_corpus_is_a_clear_error():
     train, _ = split_tail(tokenizer, TextCorpus("short text"), total, 0.1, 100)
     with pytest.raises(TextgenError, match="fewer than one window"):
         require_windows(train, 100, "the training text")
+
+
+@pytest.mark.parametrize("tokenizer_class", [CharTokenizer, WordTokenizer])
+def test_streaming_memory_does_not_grow_with_the_corpus(tokenizer_class, tmp_path, monkeypatch):
+    """Tokenizing and windowing 1x and 4x the text peaks at the same memory: nothing is held whole."""
+    import tracemalloc
+
+    from conftest import shakespeare
+
+    import textgen.corpus
+
+    monkeypatch.setattr(textgen.corpus, "CHUNK_CHARS", 1 << 16)
+    text = shakespeare()
+    peaks = []
+    for copies in (1, 4):
+        path = tmp_path / f"corpus{copies}.txt"
+        path.write_text(text * copies, encoding="utf-8")
+        corpus = textgen.corpus.open_corpus([str(path)])
+        tokenizer, total = tokenizer_class.fit(corpus.chunks())
+        tracemalloc.start()
+        windows = sum(len(block) for block, _ in window_blocks(token_stream(tokenizer, corpus), 101))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert windows == total // 101
+    # 4x the text as int32 ids alone would be 17 MB; streaming stays at a few MB, whatever the size
+    assert peaks[1] < 1.3 * peaks[0] + 2**20 and peaks[1] < 8 * 2**20, peaks

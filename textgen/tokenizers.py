@@ -142,7 +142,7 @@ class CharTokenizer(Tokenizer):
         if any(len(t) != 1 for t in self.tokens):
             raise TextgenError("a character vocabulary may only hold single characters")
         # Sorted code points and their ids make encoding a vectorised binary search.
-        cps = np.array([ord(t) for t in self.tokens], dtype=np.int64)
+        cps = np.array([ord(t) for t in self.tokens], dtype=np.uint32)
         order = np.argsort(cps)
         self._sorted_cps = cps[order]
         self._sorted_ids = (order + 1).astype(np.int32)
@@ -151,7 +151,7 @@ class CharTokenizer(Tokenizer):
         return list(text)
 
     def encode(self, text: str) -> np.ndarray:
-        cps = np.frombuffer(text.encode("utf-32-le"), dtype="<u4").astype(np.int64)
+        cps = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
         if not len(self._sorted_cps):
             return np.zeros(len(cps), dtype=np.int32)
         pos = np.searchsorted(self._sorted_cps, cps)
