@@ -277,6 +277,16 @@ def test_console_entry_points_and_help(tmp_path):
     assert result.returncode == 2 and result.stderr.count("\n") == 1
 
 
+def test_a_real_process_prints_exactly_one_error_line(tmp_path):
+    """TensorFlow's start-up chatter on file descriptor 2 must not bury the error."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-m", "textgen", "sample", str(tmp_path / "nope")],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"textgen: error: {tmp_path / 'nope'}: no such model (looked in {tmp_path / 'nope'})"]
+
+
 def test_validation_file_is_used_instead_of_a_tail(corpus_file, held_out_file, tmp_path, capsys):
     code, _, err = run_cli(["train", corpus_file, *TINY, "--val-file", held_out_file, "--max-steps", "2",
                             "--output-dir", tmp_path, "--name", "v"], capsys)

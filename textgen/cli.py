@@ -23,11 +23,29 @@ POSITIVE = click.IntRange(min=1)
 NON_NEGATIVE = click.IntRange(min=0)
 
 
-def _quiet_tensorflow(verbose: bool) -> None:
-    """Hide TensorFlow's C++ and absl start-up chatter unless --verbose."""
-    if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+def _start_tensorflow() -> None:
+    """Import TensorFlow, hiding its C++ start-up chatter unless --verbose.
+
+    TensorFlow writes those lines straight to file descriptor 2 while it is imported, before any
+    log setting applies, so stderr is pointed at /dev/null for the import only. Python
+    exceptions are raised after it is restored, so a broken install still shows its error.
+    """
+    ctx = click.get_current_context(silent=True)
+    verbose = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
+    if verbose or "tensorflow" in sys.modules:
+        import tensorflow
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,7 +62,6 @@ def cli(ctx: click.Context, verbose: bool) -> None:
       textgen evaluate corpus-char held_out.txt
     """
     ctx.obj = {"verbose": verbose}
-    _quiet_tensorflow(verbose)
 
 
 @cli.command()
@@ -102,6 +119,7 @@ def train(sources, level, cell, layers, units, embedding_dim, dropout, seq_len, 
       textgen train corpus.txt --cell lstm --epochs 10 --time-limit 600
       textgen train tfds:tiny_shakespeare --level word
     """
+    _start_tensorflow()
     from textgen.config import TrainConfig
     from textgen.training import DataOptions, ModelOptions, RunOptions
     from textgen.training import train as run_training
@@ -118,6 +136,7 @@ def train(sources, level, cell, layers, units, embedding_dim, dropout, seq_len, 
 
 
 def _load(model: str, checkpoint: str, output_dir: str):
+    _start_tensorflow()
     from textgen.api import load
 
     return load(model, checkpoint=checkpoint, output_dir=output_dir)

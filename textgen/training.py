@@ -19,6 +19,7 @@ from textgen.config import ModelConfig, RunConfig, TrainConfig
 from textgen.corpus import Corpus, TfdsCorpus, open_corpus
 from textgen.data import (
     TokenSource,
+    count_tokens,
     evaluation_dataset,
     measured_source,
     require_windows,
@@ -203,7 +204,7 @@ def prepare_data(options: DataOptions, train_config: TrainConfig, tokenizer: Tok
         log("Building the vocabulary...")
         tokenizer, total = tokenizer_for(options.level).fit(corpus.chunks(), options.max_vocab)
     else:
-        total = sum(len(ids) for ids, _ in tokenizer.encode_stream(corpus.chunks()))
+        total = count_tokens(token_stream(tokenizer, corpus))[0]
     if total == 0:
         raise TextgenError("the corpus holds no text")
 
