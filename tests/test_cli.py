@@ -156,6 +156,8 @@ def test_budget_stop_then_resume_continues_history(corpus_file, tmp_path, capsys
     assert code == 2 and "not the one run 'r' began with" in err
     assert run_cli([*base, "--epochs", "3", "--resume"], capsys)[0] == 0
     history = json.loads((tmp_path / "r" / "history.json").read_text())
+    # epoch 2 was cut after 5 of its 35 steps: the resumed run did it again in full
+    assert first["steps"] == [35, 5] and history["steps"] == [35, 35, 35]
     assert len(history["loss"]) == 3 and history["loss"][0] == first["loss"][0]
     assert not (tmp_path / ".r.training").exists()
     code, _, err = run_cli([*base, "--resume"], capsys)
@@ -225,6 +227,15 @@ def test_bad_corpus(name, data, message, tmp_path, capsys):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_output_folder_that_cannot_be_created(corpus_file, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code, _, err = run_cli(["train", corpus_file, *TINY, "--max-steps", "1", "--output-dir",
+                            blocker / "models"], capsys)
+    assert code == 2 and "Not a directory" in err and len(err.strip().splitlines()) == 1
+    assert blocker.read_text() == "not a folder"
+
+
 def test_existing_model_is_never_overwritten_without_force(char_model, corpus_file, capsys):
     before = folder_snapshot(char_model)
     code, _, err = run_cli(["train", corpus_file, *TINY, "--output-dir", char_model.parent,
@@ -285,6 +296,15 @@ def test_a_real_process_prints_exactly_one_error_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"textgen: error: {tmp_path / 'nope'}: no such model (looked in {tmp_path / 'nope'})"]
+
+
+def test_same_seed_same_training(corpus_file, tmp_path, capsys):
+    for name in ("a", "b"):
+        assert run_cli(["train", corpus_file, *TINY, "--max-steps", "12", "--output-dir", tmp_path,
+                        "--name", name, "--seed", "5"], capsys)[0] == 0
+    histories = [json.loads((tmp_path / n / "history.json").read_text()) for n in ("a", "b")]
+    assert histories[0]["loss"] == histories[1]["loss"]
+    assert histories[0]["val_loss"] == histories[1]["val_loss"]
 
 
 def test_validation_file_is_used_instead_of_a_tail(corpus_file, held_out_file, tmp_path, capsys):

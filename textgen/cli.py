@@ -236,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     except TextgenError as exc:
         click.echo(f"textgen: error: {exc}", err=True)
         return EXIT_USAGE
+    except OSError as exc:  # a folder that cannot be created, a full disk, ...
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"textgen: error: {exc.strerror or exc}{where}", err=True)
+        return EXIT_USAGE
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("textgen: interrupted", err=True)
         return EXIT_INTERRUPTED

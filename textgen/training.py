@@ -136,24 +136,45 @@ class Budget(keras.callbacks.Callback):
         self.time_limit = time_limit
         self.steps = 0
         self.reason: str | None = None
+        self.cut_epoch = False  # the budget ran out in the middle of an epoch
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
 
-    def _check(self) -> None:
+    def _spent(self) -> str | None:
         if self.max_steps is not None and self.steps >= self.max_steps:
-            self.reason = "max_steps"
-        elif self.time_limit is not None and time.perf_counter() - self.start >= self.time_limit:
-            self.reason = "time_limit"
-        if self.reason:
-            self.model.stop_training = True
+            return "max_steps"
+        if self.time_limit is not None and time.perf_counter() - self.start >= self.time_limit:
+            return "time_limit"
+        return None
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
-        self._check()
+        if not self.reason and (reason := self._spent()):
+            self.reason = reason
+            self.cut_epoch = batch + 1 < (self.params.get("steps") or float("inf"))
+            self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        self._check()
+        if not self.reason and (reason := self._spent()):
+            self.reason = reason
+            self.model.stop_training = True
+
+
+class RunBackup(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore (every epoch, kept after training), except that an epoch cut
+    short by the budget is recorded as unfinished: `--resume` runs that epoch again in full
+    instead of counting its few steps as a whole epoch."""
+
+    def __init__(self, backup_dir: Path, budget: Budget):
+        super().__init__(str(backup_dir), delete_checkpoint=False, double_checkpoint=True)
+        self.budget = budget
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.budget.cut_epoch:
+            self._current_epoch = epoch
+            self._save_model()
 
 
 class EpochSamples(keras.callbacks.Callback):
@@ -257,8 +278,8 @@ def train(data_options: DataOptions, model_options: ModelOptions, train_config: 
         data_options = dataclasses.replace(data_options, level=saved.level)
         model_options = ModelOptions(**{k: v for k, v in dataclasses.asdict(saved.model).items()
                                         if k != "vocab_size"})
-        budget = {k: getattr(train_config, k) for k in ("epochs", "max_steps", "time_limit")}
-        train_config = dataclasses.replace(saved.train, **budget)
+        budget_settings = {k: getattr(train_config, k) for k in ("epochs", "max_steps", "time_limit")}
+        train_config = dataclasses.replace(saved.train, **budget_settings)
 
     data = prepare_data(data_options, train_config, tokenizer, log, progress=bool(run_options.verbose))
     if run_options.resume and data.description.get("tokens") != saved.corpus.get("tokens"):
@@ -300,6 +321,7 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     val_ds = evaluation_dataset(data.val, config.seq_len, config.batch_size)
 
     val_chars_per_token = (data.val.chars or data.val.tokens) / data.val.tokens
+    budget = Budget(config.max_steps, config.time_limit)
     history = EpochLog(run_dir / artifacts.HISTORY_FILE, config.seq_len * config.batch_size,
                        val_chars_per_token, run_config.level)
     checkpoint = keras.callbacks.ModelCheckpoint(str(run_dir / artifacts.MODEL_FILE),
@@ -307,12 +329,10 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     previous = [v for v in history.history.get("val_loss", []) if v is not None]
     if previous:
         checkpoint.best = min(previous)
-    budget = Budget(config.max_steps, config.time_limit)
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False,
-                                         double_checkpoint=True),
-        history,
         budget,
+        RunBackup(run_dir / "backup", budget),
+        history,
         checkpoint,
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience),
         keras.callbacks.TensorBoard(str(run_dir / artifacts.LOGS_DIR), write_graph=False,
