@@ -123,7 +123,7 @@ def test_tfds_without_internet_or_manual_folder_says_what_to_do(tmp_path, capsys
     from tensorflow_datasets.core.download import downloader
 
     monkeypatch.setattr(downloader, "MAX_RETRIES", 0)  # TFDS retries for minutes by default
-    code, _, err = run_cli(["train", "tfds:tiny_shakespeare", "--tfds-data-dir", tmp_path, "--quiet",
+    code, _, err = run_cli(["train", "tfds:tiny_shakespeare", "--tfds-data-dir", tmp_path,
                             "--output-dir", tmp_path / "out"], capsys)
     assert code == 2 and "--tfds-manual-dir" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()

@@ -46,6 +46,9 @@ def _start_tensorflow() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)  # e.g. TFDS's notes about its cache folders
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -155,9 +155,14 @@ def prepare_tfds(name: str, data_dir: str | None, manual_dir: str | None, progre
     except Exception as exc:  # TFDS raises several types for unknown names
         raise TextgenError(f"tfds:{name}: unknown TensorFlow Datasets dataset ({_first_line(exc)})") from None
     config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
-    if progress and not manual_dir and not builder.is_prepared():
-        print(f"Preparing tfds:{name} with TensorFlow Datasets (it downloads; offline, use "
-              "--tfds-manual-dir)...", flush=True)
+    if not manual_dir and not builder.is_prepared():
+        unreachable = _unreachable_hosts(builder)
+        if unreachable:  # fail now rather than after TFDS's minutes of retries
+            raise TextgenError(
+                f"tfds:{name}: cannot reach {', '.join(unreachable)} to download it; offline, put its "
+                f"file{_file_names(builder)} in a folder and pass --tfds-manual-dir FOLDER")
+        if progress:
+            print(f"Preparing tfds:{name} with TensorFlow Datasets (it downloads)...", flush=True)
     try:
         builder.download_and_prepare(download_config=config)
     except Exception as exc:  # network, checksum and file errors all end here
@@ -166,6 +171,31 @@ def prepare_tfds(name: str, data_dir: str | None, manual_dir: str | None, progre
             "file (for tiny_shakespeare: input.txt) in a folder and pass --tfds-manual-dir FOLDER"
         ) from None
     return builder
+
+
+def _unreachable_hosts(builder: Any, timeout: float = 5.0) -> list[str]:
+    """Hosts of the dataset's recorded download URLs that do not answer (DNS or TCP)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    hosts = {}
+    for url in (getattr(builder, "url_infos", None) or {}):
+        parts = urlsplit(url)
+        if parts.hostname:
+            hosts[parts.hostname] = parts.port or (443 if parts.scheme == "https" else 80)
+    unreachable = []
+    for host, port in hosts.items():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError:
+            unreachable.append(host)
+    return unreachable
+
+
+def _file_names(builder: Any) -> str:
+    names = sorted({info.filename for info in (getattr(builder, "url_infos", None) or {}).values()
+                    if getattr(info, "filename", None)})
+    return f" ({', '.join(names)})" if names else ""
 
 
 def _first_line(exc: BaseException) -> str:
