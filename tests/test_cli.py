@@ -129,13 +129,15 @@ def test_tfds_without_internet_or_manual_folder_says_what_to_do(tmp_path, capsys
     assert not (tmp_path / "out").exists()
 
 
-def test_bfloat16_run_trains(corpus_file, tmp_path, capsys):
-    code, _, err = run_cli(["train", corpus_file, *TINY, "--precision", "mixed_bfloat16",
-                            "--max-steps", "3", "--output-dir", tmp_path, "--name", "bf16"], capsys)
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_run_trains_and_samples_on_cpu(policy, corpus_file, tmp_path, capsys):
+    code, _, err = run_cli(["train", corpus_file, *TINY, "--precision", policy,
+                            "--max-steps", "3", "--output-dir", tmp_path, "--name", "mixed"], capsys)
     assert code == 0, err
-    config = json.loads((tmp_path / "bf16" / "config.json").read_text())
-    assert config["precision_used"] == "mixed_bfloat16"
-    assert run_cli(["sample", tmp_path / "bf16", "--length", "10"], capsys)[0] == 0
+    config = json.loads((tmp_path / "mixed" / "config.json").read_text())
+    assert config["precision_used"] == policy
+    code, out, _ = run_cli(["sample", tmp_path / "mixed", "--length", "10", "--seed", "1"], capsys)
+    assert code == 0 and len(out) > 5
 
 
 # -- unfinished runs -----------------------------------------------------------------------------
@@ -296,6 +298,13 @@ def test_a_real_process_prints_exactly_one_error_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"textgen: error: {tmp_path / 'nope'}: no such model (looked in {tmp_path / 'nope'})"]
+
+
+def test_a_diverging_run_stops_and_says_why(corpus_file, tmp_path, capsys):
+    code, _, err = run_cli(["train", corpus_file, *TINY, "--lr", "1e30", "--epochs", "3",
+                            "--output-dir", tmp_path, "--name", "nan"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "nan" / "config.json").read_text())["result"]["stopped"] == "nan_loss"
 
 
 def test_same_seed_same_training(corpus_file, tmp_path, capsys):

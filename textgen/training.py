@@ -335,6 +335,7 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
         history,
         checkpoint,
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience),
+        keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(str(run_dir / artifacts.LOGS_DIR), write_graph=False,
                                     profile_batch=0),
     ]
@@ -358,7 +359,9 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
         log("\nInterrupted: saving what was finished...")
     seconds = time.perf_counter() - start
     epochs_done = len(history.history.get("loss", []))
+    losses = history.history.get("loss") or [0.0]
     stopped = ("interrupted" if interrupted else budget.reason or (
+        "nan_loss" if not math.isfinite(losses[-1] if losses[-1] is not None else 0.0) else
         "early_stopping" if epochs_done < config.epochs else "completed"))
     val_losses = [v for v in history.history.get("val_loss", []) if v is not None]
     result = {"stopped": stopped, "epochs": epochs_done, "steps": budget.steps,
