@@ -226,6 +226,68 @@ def evaluate(model, files, as_json, encoding, checkpoint, output_dir) -> None:
     click.echo(f"tokens        {result['tokens']:,} ({result['chars']:,} characters)")
 
 
+@cli.command("list")
+@click.argument("folder", default="saved_models", type=click.Path(file_okay=False))
+def list_command(folder) -> None:
+    """List the models in a folder (default: saved_models).
+
+    \b
+    Example:
+      textgen list saved_models
+    """
+    from textgen.catalog import list_models, list_table
+
+    models, unfinished, unreadable = list_models(Path(folder))
+    if models:
+        click.echo("\n".join(list_table(models, unfinished)))
+    else:
+        click.echo(f"No models in {folder}.")
+    for name in sorted(set(unfinished) - {m.name for m in models}):
+        click.echo(f"unfinished run: {name} (never saved; continue it with textgen train ... --resume "
+                   f"--name {name})")
+    for name in unreadable:
+        click.echo(f"unreadable: {name}", err=True)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--output-dir", default="saved_models", show_default=True,
+              help="Where model names are looked up.")
+def info(model, output_dir) -> None:
+    """Describe a model: architecture, vocabulary, corpus, training and its results.
+
+    \b
+    Example:
+      textgen info tinyshakespeare-char
+    """
+    from textgen.artifacts import resolve_model_dir
+    from textgen.catalog import info_lines, summarize
+
+    click.echo("\n".join(info_lines(summarize(resolve_model_dir(model, output_dir)))))
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the PNG (default: training_curves.png in the model folder).")
+@click.option("--output-dir", default="saved_models", show_default=True,
+              help="Where model names are looked up.")
+def plot(model, output, output_dir) -> None:
+    """Redraw a model's training curves (loss, validation loss, bits per character).
+
+    \b
+    Example:
+      textgen plot tinyshakespeare-char
+    """
+    from textgen.artifacts import resolve_model_dir
+    from textgen.catalog import summarize
+    from textgen.plotting import CURVES_FILE, plot_history
+
+    summary = summarize(resolve_model_dir(model, output_dir))
+    path = plot_history(summary.history, summary.name, Path(output) if output else summary.path / CURVES_FILE)
+    click.echo(f"Wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one clean line for user errors (exit 2), 130 for Ctrl-C."""
     try:

@@ -30,6 +30,7 @@ from textgen.data import (
 from textgen.errors import TextgenError
 from textgen.generation import Generator
 from textgen.models import build_model
+from textgen.plotting import CURVES_FILE, PLOT_EXTRA_HINT, plot_history, plotting_available
 from textgen.precision import apply_precision, resolve_precision
 from textgen.tokenizers import DEFAULT_MAX_VOCAB, Tokenizer, load_tokenizer, tokenizer_for
 
@@ -375,6 +376,8 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
         if not unfinished:
             shutil.rmtree(run_dir, ignore_errors=True)
     best = f"best val_loss {result['best_val_loss']:.4f}" if val_losses else "no validation yet"
+    if not plotting_available():
+        log(f"(no {CURVES_FILE}: {PLOT_EXTRA_HINT})")
     log(f"Saved {model_dir} ({stopped} after {epochs_done} epoch(s), {best})."
         + (f" Continue with --resume --name {model_dir.name}." if unfinished else ""))
     if interrupted:
@@ -397,6 +400,8 @@ def _publish(model: keras.Model, config: RunConfig, tokenizer: Tokenizer, histor
         (staging / artifacts.HISTORY_FILE).write_text(json.dumps(history, indent=2), encoding="utf-8")
         if (run_dir / artifacts.LOGS_DIR).is_dir():
             shutil.copytree(run_dir / artifacts.LOGS_DIR, staging / artifacts.LOGS_DIR)
+        if plotting_available() and history.get("loss"):
+            plot_history(history, model_dir.name, staging / CURVES_FILE)
         artifacts.publish(staging, model_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

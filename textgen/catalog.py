@@ -1,0 +1,137 @@
+"""What is in a models folder, and what one model is: read from JSON, never importing TensorFlow."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textgen import artifacts
+from textgen.config import RunConfig
+from textgen.errors import TextgenError
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One model folder as `textgen list` and `textgen info` show it."""
+
+    path: Path
+    config: RunConfig
+    history: dict[str, list]
+    size_bytes: int
+    modified: dt.datetime
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def best_val_loss(self) -> float | None:
+        values = [v for v in self.history.get("val_loss", []) if v is not None]
+        return min(values) if values else None
+
+    @property
+    def architecture(self) -> str:
+        m = self.config.model
+        return f"{m.cell.upper()} {m.layers}x{m.units}"
+
+
+def summarize(path: Path) -> ModelSummary:
+    config = RunConfig.load(path / artifacts.CONFIG_FILE)
+    try:
+        history = json.loads((path / artifacts.HISTORY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        history = {}
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    modified = dt.datetime.fromtimestamp((path / artifacts.CONFIG_FILE).stat().st_mtime)
+    return ModelSummary(path, config, history, size, modified)
+
+
+def list_models(folder: Path) -> tuple[list[ModelSummary], list[str], list[str]]:
+    """Models in `folder`, names of unfinished runs (resumable), and folders that could not be read."""
+    if not folder.is_dir():
+        raise TextgenError(f"{folder}: no such folder")
+    models, unfinished, unreadable = [], [], []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") and entry.name.endswith(".training"):
+            unfinished.append(entry.name[1:-len(".training")])
+        elif entry.is_dir() and not entry.name.startswith(".") and (entry / artifacts.CONFIG_FILE).is_file():
+            try:
+                models.append(summarize(entry))
+            except TextgenError:
+                unreadable.append(entry.name)
+    return models, unfinished, unreadable
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"  # pragma: no cover
+
+
+def list_table(models: list[ModelSummary], unfinished: list[str]) -> list[str]:
+    rows = [("NAME", "LEVEL", "MODEL", "PARAMS", "SIZE", "VAL LOSS", "DATE", "STATUS")]
+    for m in models:
+        params = m.config.result.get("parameters")
+        loss = m.best_val_loss
+        status = m.config.result.get("stopped", "?").replace("_", " ")
+        rows.append((m.name, m.config.level, m.architecture, f"{params:,}" if params else "-",
+                     human_size(m.size_bytes), f"{loss:.4f}" if loss is not None else "-",
+                     m.modified.strftime("%Y-%m-%d %H:%M"),
+                     f"{status}, resumable" if m.name in unfinished else status))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in rows]
+
+
+def info_lines(summary: ModelSummary) -> list[str]:
+    """A readable description of one model."""
+    c, m, t, r = summary.config, summary.config.model, summary.config.train, summary.config.result
+    lines = [
+        f"model        {summary.path}",
+        f"architecture {summary.architecture}, embedding {m.embedding_dim}, dropout {m.dropout:g}",
+        f"parameters   {r['parameters']:,}" if r.get("parameters") else "parameters   -",
+        f"vocabulary   {m.vocab_size:,} {c.level} tokens (id 0 is the unknown token)",
+        f"corpus       {_describe_corpus(c.corpus)}",
+        f"training     seq-len {t.seq_len}, batch {t.batch_size}, lr {t.lr:g}, "
+        f"clipnorm {t.clipnorm or 'off'}, seed {t.seed}, {c.precision_used}",
+    ]
+    if r:
+        minutes = r.get("train_seconds", 0) / 60
+        lines.append(f"run          {r.get('epochs', 0)} epoch(s), {r.get('steps', 0):,} steps, "
+                     f"{minutes:.1f} min, stopped: {r.get('stopped', '?').replace('_', ' ')}")
+    speeds = sorted(v for v in summary.history.get("tokens_per_second", []) if v)
+    if speeds:
+        lines.append(f"speed        {speeds[len(speeds) // 2]:,.0f} tokens/s (median epoch)")
+    best = summary.best_val_loss
+    if best is not None:
+        index = summary.history["val_loss"].index(best)
+        bpc = summary.history.get("val_bits_per_char", [None] * (index + 1))[index]
+        ppl = summary.history.get("val_perplexity", [None] * (index + 1))[index]
+        lines.append(f"best         val_loss {best:.4f} (epoch {index + 1})"
+                     + (f", perplexity {ppl:.3f}" if ppl else "")
+                     + (f", {bpc:.4f} bits/char" if bpc else ""))
+    exports = sorted(p.name for p in (summary.path / "export").glob("*")) \
+        if (summary.path / "export").is_dir() else []
+    lines.append(f"exports      {', '.join(exports) if exports else 'none'}")
+    lines.append(f"size         {human_size(summary.size_bytes)}, saved {summary.modified:%Y-%m-%d %H:%M}")
+    return lines
+
+
+def _describe_corpus(corpus: dict[str, Any]) -> str:
+    if corpus.get("kind") == "files":
+        paths = corpus.get("paths", [])
+        where = paths[0] if len(paths) == 1 else f"{len(paths)} files"
+        text = f"{where} ({human_size(corpus.get('bytes', 0))})"
+    elif corpus.get("kind") == "tfds":
+        text = f"tfds:{corpus.get('name')} ({corpus.get('split')} split)"
+    else:
+        text = str(corpus.get("kind", "?"))
+    if "tokens" in corpus:
+        text += f", {corpus['tokens']:,} tokens; {corpus.get('train_tokens', 0):,} train, " \
+                f"{corpus.get('val_tokens', 0):,} validation"
+    return text
