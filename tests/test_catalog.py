@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 from conftest import run_cli
 
 
@@ -32,10 +33,12 @@ def test_info_describes_a_model(char_model, capsys):
         assert expected in out, expected
 
 
-def test_list_and_info_do_not_import_tensorflow(char_model):
+def test_list_info_help_and_argument_errors_do_not_import_tensorflow(char_model):
     script = ("import sys; from textgen.cli import main; "
               f"main(['info', {str(char_model)!r}]); main(['list', {str(char_model.parent)!r}]); "
-              "main(['train', '--help']); print('tensorflow' in sys.modules)")
+              "main(['train', '--help']); main(['--help']); "
+              f"assert main(['sample', {str(char_model)!r}, '--top-p', '3']) == 2; "
+              "print('tensorflow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip().endswith("False")
 
@@ -51,3 +54,9 @@ def test_plot_without_matplotlib_says_how_to_get_it(char_model, tmp_path, capsys
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
     code, _, err = run_cli(["plot", char_model, "--output", tmp_path / "c.png"], capsys)
     assert code == 2 and "keras-textgen[plot]" in err and not (tmp_path / "c.png").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "evaluate", "list", "info", "plot"])
+def test_every_command_help_shows_an_example(command, capsys):
+    code, out, _ = run_cli([command, "--help"], capsys)
+    assert code == 0 and "Example:" in out and f"textgen {command}" in out

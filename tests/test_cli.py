@@ -134,6 +134,7 @@ def test_mixed_precision_run_trains_and_samples_on_cpu(policy, corpus_file, tmp_
     code, _, err = run_cli(["train", corpus_file, *TINY, "--precision", policy,
                             "--max-steps", "3", "--output-dir", tmp_path, "--name", "mixed"], capsys)
     assert code == 0, err
+    assert err.count(f"textgen: warning: --precision {policy} was asked for, but no GPU was found") == 1
     config = json.loads((tmp_path / "mixed" / "config.json").read_text())
     assert config["precision_used"] == policy
     code, out, _ = run_cli(["sample", tmp_path / "mixed", "--length", "10", "--seed", "1"], capsys)

@@ -43,3 +43,13 @@ def test_same_seed_same_tokens_and_frequencies_follow_probabilities():
     logits = tf.math.log(tf.constant([[0.2, 0.8]]))
     counts = np.bincount([draw(logits, seed=(s, 0))[0] for s in range(400)], minlength=2)
     assert 0.7 < counts[1] / 400 < 0.9
+
+
+def test_repetition_penalty_lowers_seen_tokens_only():
+    from textgen.sampling import apply_repetition_penalty
+
+    logits = tf.constant([[2.0, -1.0, 3.0]])
+    seen = tf.constant([[True, True, False]])
+    out = apply_repetition_penalty(logits, seen, tf.constant(2.0)).numpy().tolist()
+    assert out == [[1.0, -2.0, 3.0]]
+    assert apply_repetition_penalty(logits, seen, tf.constant(1.0)).numpy().tolist() == [[2.0, -1.0, 3.0]]

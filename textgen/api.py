@@ -12,11 +12,12 @@ from typing import Any
 from textgen import artifacts
 from textgen.config import RunConfig, TrainConfig
 from textgen.corpus import Corpus, TextCorpus, open_corpus
-from textgen.errors import TextgenError
+from textgen.errors import TextgenError, TextgenWarning
+from textgen.stopping import StopFilter
 from textgen.tokenizers import Tokenizer
 
 
-class UnknownPrimeWarning(UserWarning):
+class UnknownPrimeWarning(TextgenWarning):
     """Parts of a prime are not in the vocabulary and were skipped."""
 
 
@@ -54,20 +55,36 @@ class TextModel:
         return self.tokenizer.unknown_pieces(prime)
 
     def stream(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
-               temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0,
+               temperature: float | Sequence[float] = 0.8, top_k: int = 0, top_p: float = 1.0,
+               repetition_penalty: float = 1.0, stop: Sequence[str] = (),
                seed: int | None = None) -> Iterator[list[str]]:
-        """Yield pieces of text per sample as they are generated (the prime is not repeated)."""
-        _check_sampling(length, num_samples, temperature, top_k, top_p)
+        """Yield pieces of text per sample as they are generated (the prime is not repeated).
+
+        `temperature` may be a list, cycled token by token; each sample ends at the first of the
+        `stop` sequences (which is not included); `repetition_penalty` > 1 discourages tokens
+        already in the text (meant for word models).
+        """
+        temperatures = [temperature] if isinstance(temperature, (int, float)) else list(temperature)
+        _check_sampling(length, num_samples, temperatures, top_k, top_p, repetition_penalty)
         unknown = self.unknown_in(prime)
         if unknown:
             warnings.warn(f"skipped what the vocabulary lacks in the prime: "
                           f"{', '.join(repr(p) for p in unknown[:10])}", UnknownPrimeWarning,
                           stacklevel=2)
         seed = secrets.randbelow(2**31) if seed is None else seed
+        stop_filter = StopFilter(stop, num_samples) if stop else None
         for block in self.generator.stream(prime, length, num_samples=num_samples,
-                                           temperature=temperature, top_k=top_k, top_p=top_p,
-                                           seed=seed):
-            yield [self.tokenizer.decode(row) for row in block]
+                                           temperature=temperatures, top_k=top_k, top_p=top_p,
+                                           repetition_penalty=repetition_penalty, seed=seed):
+            pieces = [self.tokenizer.decode(row) for row in block]
+            if stop_filter is None:
+                yield pieces
+                continue
+            yield stop_filter.feed(pieces)
+            if stop_filter.all_done:
+                return
+        if stop_filter is not None:
+            yield stop_filter.flush()
 
     def generate_many(self, prime: str = "", length: int = 200, num_samples: int = 2,
                       **options: Any) -> list[str]:
@@ -101,14 +118,16 @@ def evaluate_corpus(model: TextModel, corpus: Corpus) -> dict:
     return evaluate_windows(model.keras_model, source, seq_len, model.config.train.batch_size)
 
 
-def _check_sampling(length: int, num_samples: int, temperature: float, top_k: int,
-                    top_p: float) -> None:
+def _check_sampling(length: int, num_samples: int, temperatures: list[float], top_k: int,
+                    top_p: float, repetition_penalty: float) -> None:
     if length < 1:
         raise TextgenError("length must be at least 1")
     if num_samples < 1:
         raise TextgenError("num-samples must be at least 1")
-    if temperature < 0:
+    if not temperatures or any(t < 0 for t in temperatures):
         raise TextgenError("temperature must be 0 (greedy) or more")
+    if repetition_penalty < 1:
+        raise TextgenError("repetition-penalty must be at least 1 (1 is off)")
     if top_k < 0:
         raise TextgenError("top-k must be 0 (off) or more")
     if not 0 < top_p <= 1:

@@ -14,13 +14,35 @@ from pathlib import Path
 
 import click
 
-from textgen.errors import TextgenError
+from textgen.errors import TextgenError, TextgenWarning
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 POSITIVE = click.IntRange(min=1)
 NON_NEGATIVE = click.IntRange(min=0)
+
+
+class TemperatureList(click.ParamType):
+    """`0.8` or a comma-separated list such as `0.5,1.0,0.2`, cycled token by token."""
+
+    name = "T[,T...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        try:
+            temperatures = [float(part) for part in str(value).split(",")]
+        except ValueError:
+            self.fail(f"{value!r} is not a number or a comma-separated list of numbers", param, ctx)
+        if any(t < 0 for t in temperatures):
+            self.fail(f"{value!r}: temperatures must be 0 (greedy) or more", param, ctx)
+        return temperatures
+
+
+def _unescape(text: str) -> str:
+    """Let `--stop '\n\n'` mean two line breaks, as users type it in a shell."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def _start_tensorflow() -> None:
@@ -149,22 +171,29 @@ def _load(model: str, checkpoint: str, output_dir: str):
 @click.argument("model")
 @click.option("--prime", default="", help="Text to start from (echoed at the start of the output).")
 @click.option("--length", type=POSITIVE, default=500, show_default=True, help="Tokens to generate.")
-@click.option("--temperature", type=click.FloatRange(0), default=0.8, show_default=True,
-              help="0 is greedy; higher is more adventurous.")
+@click.option("--temperature", type=TemperatureList(), default="0.8", show_default=True,
+              help="0 is greedy; higher is more adventurous. A comma-separated list is cycled "
+                   "token by token.")
 @click.option("--top-k", type=NON_NEGATIVE, default=0, show_default=True,
               help="Sample only among the k likeliest tokens (0: off).")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Sample only among the likeliest tokens holding this much probability.")
 @click.option("--num-samples", type=POSITIVE, default=1, show_default=True,
               help="Samples generated together as one batch.")
+@click.option("--stop", multiple=True,
+              help="End a sample where this text appears (not included; repeatable; \\n is a line break).")
+@click.option("--repetition-penalty", type=click.FloatRange(min=1.0), default=1.0, show_default=True,
+              help="Above 1, tokens already in the text get less likely (for word models).")
 @click.option("--seed", type=int, default=None, help="Same seed, same text.")
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the text to this file instead of the screen.")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--interactive", "-i", is_flag=True,
+              help="A prompt loop: type a prime, get a continuation; :help lists commands.")
 @click.option("--output-dir", default="saved_models", show_default=True,
               help="Where model names are looked up.")
-def sample(model, prime, length, temperature, top_k, top_p, num_samples, seed, output, checkpoint,
-           output_dir) -> None:
+def sample(model, prime, length, temperature, top_k, top_p, num_samples, stop, repetition_penalty,
+           seed, output, checkpoint, interactive, output_dir) -> None:
     """Generate text from a trained model.
 
     \b
@@ -172,13 +201,13 @@ def sample(model, prime, length, temperature, top_k, top_p, num_samples, seed, o
       textgen sample tinyshakespeare-char --prime "ROMEO:" --length 300 --seed 1
     """
     text_model = _load(model, checkpoint, output_dir)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        stream = text_model.stream(prime, length, num_samples=num_samples, temperature=temperature,
-                                   top_k=top_k, top_p=top_p, seed=seed)
-        first = next(stream)
-    for warning in caught:
-        click.echo(f"textgen: warning: {warning.message}", err=True)
+    if interactive:
+        _interactive(text_model, length, temperature, top_k, top_p, repetition_penalty, seed, stop)
+        return
+    stream = text_model.stream(prime, length, num_samples=num_samples, temperature=temperature,
+                               top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                               stop=[_unescape(s) for s in stop], seed=seed)
+    first = next(stream)
     if num_samples == 1 and output is None:
         click.echo(prime + first[0], nl=False)
         for pieces in stream:
@@ -197,6 +226,30 @@ def sample(model, prime, length, temperature, top_k, top_p, num_samples, seed, o
 
         write_text_atomic(Path(output), body if body.endswith("\n") else body + "\n")
         click.echo(f"Wrote {num_samples} sample(s) to {output}", err=True)
+
+
+def _interactive(text_model, length, temperature, top_k, top_p, repetition_penalty, seed, stop) -> None:
+    from textgen import interactive
+
+    def write(text: str) -> None:
+        click.echo(text, nl=False)
+        sys.stdout.flush()
+
+    def read_line() -> str | None:
+        try:
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:
+            return None
+        return line or None
+
+    settings = interactive.Settings(length, temperature, top_k, top_p, repetition_penalty, seed,
+                                    [_unescape(s) for s in stop])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unknown prime pieces are simply skipped here
+        try:
+            interactive.run(text_model, settings, read_line, write)
+        except KeyboardInterrupt:  # Ctrl-C while generating ends the session cleanly
+            write("\n")
 
 
 @cli.command()
@@ -288,8 +341,20 @@ def plot(model, output, output_dir) -> None:
     click.echo(f"Wrote {path}")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our warnings as one plain line; anything else as Python shows it."""
+    if issubclass(category, TextgenWarning):
+        click.echo(f"textgen: warning: {message}", err=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one clean line for user errors (exit 2), 130 for Ctrl-C."""
+    warnings.showwarning = _show_warning
     try:
         cli.main(args=argv, prog_name="textgen", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -308,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("textgen: interrupted", err=True)
         return EXIT_INTERRUPTED
+    finally:
+        warnings.showwarning = _python_showwarning
     return 0
 
 

@@ -3,3 +3,7 @@
 
 class TextgenError(Exception):
     """A user mistake or an unusable input: the CLI prints it as one line and exits with 2."""
+
+
+class TextgenWarning(UserWarning):
+    """Something the user should know (shown once, as one `textgen: warning:` line by the CLI)."""

@@ -8,14 +8,14 @@ trained under, so models trained with mixed precision on a GPU sample on any CPU
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from textgen.models import recurrent_layers
-from textgen.sampling import sample_next
+from textgen.sampling import apply_repetition_penalty, sample_next
 from textgen.tokenizers import UNK_ID, Tokenizer
 
 CHUNK_TOKENS = 64  # tokens per compiled call: how often text reaches the screen
@@ -35,8 +35,17 @@ class Generator:
         banned[UNK_ID] = True
         self.banned = tf.constant(banned)
         self.sync_weights()
-        self._prime = tf.function(self._prime_graph, reduce_retracing=True)
-        self._steps = tf.function(self._steps_graph, reduce_retracing=True)
+        # Fixed signatures: one trace per generator, whatever the batch, prime or list lengths.
+        ids = tf.TensorSpec([None, None], tf.int32)
+        states = [tf.TensorSpec([None, layer.units], tf.float32)
+                  for layer, count in zip(self.layers, self.state_counts, strict=True) for _ in range(count)]
+        vocab = tokenizer.vocab_size
+        scalar = tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)
+        self._prime = tf.function(self._prime_graph, input_signature=[ids])
+        self._steps = tf.function(self._steps_graph, input_signature=[
+            tf.TensorSpec([None, vocab], tf.float32), states, tf.TensorSpec([None, vocab], tf.bool),
+            scalar[0], tf.TensorSpec([None], tf.float32), scalar[0], scalar[1], scalar[1], scalar[0],
+            scalar[0]])
 
     @staticmethod
     def _state_returning_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
@@ -59,13 +68,15 @@ class Generator:
         return tf.matmul(hidden, tf.cast(self.output_layer.kernel, tf.float32)) + tf.cast(
             self.output_layer.bias, tf.float32)
 
-    def _prime_graph(self, ids: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    def _prime_graph(self, ids: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
         x = self._embed(ids)
         states: list[tf.Tensor] = []
         for layer in self.layers:
             x, *layer_states = layer(x)
             states.extend(layer_states)
-        return self._logits(x[:, -1]), states
+        seen = tf.reduce_any(tf.one_hot(ids, self.tokenizer.vocab_size, on_value=True, off_value=False),
+                             axis=1)
+        return self._logits(x[:, -1]), states, seen
 
     def _step(self, ids: tf.Tensor, states: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
         x = self._embed(ids)
@@ -77,19 +88,24 @@ class Generator:
             position += count
         return self._logits(x), new_states
 
-    def _steps_graph(self, logits, states, steps, temperature, top_k, top_p, seed, offset):
+    def _steps_graph(self, logits, states, seen, steps, temperatures, top_k, top_p, penalty, seed,
+                     offset):
         batch = tf.shape(logits)[0]
         tokens = tf.TensorArray(tf.int32, size=steps, element_shape=tf.TensorShape([None]))
 
-        def body(i, logits, states, tokens):
-            step_seed = tf.stack([seed, offset + i])
-            ids = sample_next(logits, temperature, top_k, top_p, step_seed, self.banned)
+        def body(i, logits, states, seen, tokens):
+            step = offset + i
+            temperature = temperatures[step % tf.size(temperatures)]  # a list is cycled per token
+            logits = apply_repetition_penalty(logits, seen, penalty)
+            ids = sample_next(logits, temperature, top_k, top_p, tf.stack([seed, step]), self.banned)
+            seen = tf.logical_or(seen, tf.one_hot(ids, self.tokenizer.vocab_size, on_value=True,
+                                                  off_value=False))
             logits, states = self._step(ids, states)
-            return i + 1, logits, states, tokens.write(i, ids)
+            return i + 1, logits, states, seen, tokens.write(i, ids)
 
-        _, logits, states, tokens = tf.while_loop(
-            lambda i, *_: i < steps, body, (tf.constant(0), logits, states, tokens))
-        return tf.reshape(tf.transpose(tokens.stack()), [batch, steps]), logits, states
+        _, logits, states, seen, tokens = tf.while_loop(
+            lambda i, *_: i < steps, body, (tf.constant(0), logits, states, seen, tokens))
+        return tf.reshape(tf.transpose(tokens.stack()), [batch, steps]), logits, states, seen
 
     # -- public -----------------------------------------------------------------------------
     def prime_ids(self, prime: str) -> np.ndarray:
@@ -102,18 +118,23 @@ class Generator:
         return newline if len(newline) and newline[0] != UNK_ID else np.array([1], np.int32)
 
     def stream(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
-               temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+               temperature: float | Sequence[float] = 0.8, top_k: int = 0, top_p: float = 1.0,
+               repetition_penalty: float = 1.0, seed: int = 0,
                chunk: int = CHUNK_TOKENS) -> Iterator[np.ndarray]:
-        """Yield [num_samples, n] arrays of new token ids, chunk by chunk, until `length` tokens."""
+        """Yield [num_samples, n] arrays of new token ids, chunk by chunk, until `length` tokens.
+
+        A list of temperatures is cycled token by token, as textgenrnn does.
+        """
+        temperatures = [temperature] if isinstance(temperature, (int, float)) else list(temperature)
         ids = np.tile(self.prime_ids(prime)[np.newaxis, :], (num_samples, 1))
-        logits, states = self._prime(tf.constant(ids, tf.int32))
+        logits, states, seen = self._prime(tf.constant(ids, tf.int32))
         done = 0
         while done < length:
             steps = min(chunk, length - done)
-            tokens, logits, states = self._steps(
-                logits, states, tf.constant(steps), tf.constant(float(temperature)),
-                tf.constant(int(top_k)), tf.constant(float(top_p)), tf.constant(int(seed)),
-                tf.constant(done))
+            tokens, logits, states, seen = self._steps(
+                logits, states, seen, tf.constant(steps), tf.constant(temperatures, tf.float32),
+                tf.constant(int(top_k)), tf.constant(float(top_p)), tf.constant(float(repetition_penalty)),
+                tf.constant(int(seed)), tf.constant(done))
             done += steps
             yield tokens.numpy()
 

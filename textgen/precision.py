@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import tensorflow as tf
 
-from textgen.errors import TextgenError
+from textgen.errors import TextgenError, TextgenWarning
 
 MIN_FLOAT16_CAPABILITY = (7, 0)  # tensor cores: Volta and newer
 
@@ -21,9 +23,12 @@ def gpu_capabilities() -> list[tuple[int, int]]:
 
 def resolve_precision(requested: str, capabilities: list[tuple[int, int]] | None = None) -> str:
     """`auto` -> mixed_float16 on GPUs with tensor cores, float32 everywhere else."""
-    if requested != "auto":
-        return requested
     capabilities = gpu_capabilities() if capabilities is None else capabilities
+    if requested != "auto":
+        if requested.startswith("mixed") and not capabilities:
+            warnings.warn(f"--precision {requested} was asked for, but no GPU was found: the CPU will "
+                          "run it, usually slower than float32", TextgenWarning, stacklevel=2)
+        return requested
     if capabilities and min(capabilities) >= MIN_FLOAT16_CAPABILITY:
         return "mixed_float16"
     return "float32"

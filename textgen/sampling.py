@@ -31,6 +31,13 @@ def filter_top_p(logits: tf.Tensor, top_p: tf.Tensor) -> tf.Tensor:
     return tf.where(logits < cutoff, tf.cast(NEG_INF, logits.dtype), logits)
 
 
+def apply_repetition_penalty(logits: tf.Tensor, seen: tf.Tensor, penalty: tf.Tensor) -> tf.Tensor:
+    """Make tokens already in the text less likely (Keskar et al., 2019): positive logits are
+    divided by `penalty`, negative ones multiplied; `seen` is a [batch, vocab] bool mask."""
+    penalised = tf.where(logits > 0, logits / penalty, logits * penalty)
+    return tf.where(seen, penalised, logits)
+
+
 def sample_next(logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, top_p: tf.Tensor,
                 seed: tf.Tensor, banned: tf.Tensor | None = None) -> tf.Tensor:
     """logits [batch, vocab] -> ids [batch]; temperature 0 is greedy (argmax).
