@@ -24,8 +24,12 @@ class UnknownPrimeWarning(TextgenWarning):
 class TextModel:
     """A trained textgen model: generate text from it, or measure it on held-out text.
 
-    >>> model = textgen.load("saved_models/tinyshakespeare-char")   # doctest: +SKIP
-    >>> print(model.generate("ROMEO:", length=100, temperature=0.8, seed=1))  # doctest: +SKIP
+    >>> model = textgen.train(corpus, layers=1, units=16, seq_len=32, max_steps=5,
+    ...                       output_dir=models, name="tiny", force=True, verbose=0)
+    >>> model
+    TextModel('.../tiny', char, gru 1x16, vocab 59)
+    >>> model.config.result["stopped"]
+    'max_steps'
     """
 
     def __init__(self, path: Path, keras_model: Any, tokenizer: Tokenizer, config: RunConfig,
@@ -51,7 +55,11 @@ class TextModel:
         return self._generator
 
     def unknown_in(self, prime: str) -> list[str]:
-        """Characters or words of `prime` the model has never seen (they are skipped)."""
+        """Characters or words of `prime` the model has never seen (they are skipped).
+
+        >>> textgen.load("tiny", output_dir=models).unknown_in("ROMEO ☃")
+        ['☃']
+        """
         return self.tokenizer.unknown_pieces(prime)
 
     def stream(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
@@ -63,6 +71,13 @@ class TextModel:
         `temperature` may be a list, cycled token by token; each sample ends at the first of the
         `stop` sequences (which is not included); `repetition_penalty` > 1 discourages tokens
         already in the text (meant for word models).
+
+        >>> model = textgen.load("tiny", output_dir=models)
+        >>> chunks = list(model.stream("ROMEO:", length=100, num_samples=2, seed=1))
+        >>> len(chunks), len(chunks[0])      # 64 tokens per chunk, one piece per sample
+        (2, 2)
+        >>> "".join(c[0] for c in chunks) == model.generate("ROMEO:", 100, seed=1)[len("ROMEO:"):]
+        True
         """
         temperatures = [temperature] if isinstance(temperature, (int, float)) else list(temperature)
         _check_sampling(length, num_samples, temperatures, top_k, top_p, repetition_penalty)
@@ -88,19 +103,40 @@ class TextModel:
 
     def generate_many(self, prime: str = "", length: int = 200, num_samples: int = 2,
                       **options: Any) -> list[str]:
-        """`num_samples` continuations generated as one batch, each starting with the prime."""
+        """`num_samples` continuations generated as one batch, each starting with the prime.
+
+        >>> model = textgen.load("tiny", output_dir=models)
+        >>> texts = model.generate_many("KING", length=30, num_samples=3, seed=1, stop=[":"])
+        >>> len(texts), all(t.startswith("KING") and ":" not in t for t in texts)
+        (3, True)
+        """
         texts = [prime] * num_samples
         for pieces in self.stream(prime, length, num_samples=num_samples, **options):
             texts = [text + piece for text, piece in zip(texts, pieces, strict=True)]
         return texts
 
     def generate(self, prime: str = "", length: int = 200, **options: Any) -> str:
-        """One continuation of `prime` (prime included), `length` tokens long."""
+        """One continuation of `prime` (prime included), `length` tokens long.
+
+        >>> model = textgen.load("tiny", output_dir=models)
+        >>> text = model.generate("ROMEO:", length=40, temperature=0.8, top_p=0.95, seed=1)
+        >>> text.startswith("ROMEO:"), text == model.generate("ROMEO:", 40, top_p=0.95, seed=1)
+        (True, True)
+        >>> model.generate("ROMEO:", 20, temperature=0) == model.generate("ROMEO:", 20, temperature=0)
+        True
+        """
         return self.generate_many(prime, length, num_samples=1, **options)[0]
 
     def evaluate(self, files: Sequence[str | os.PathLike] = (), *, text: str | None = None,
                  encoding: str = "utf-8") -> dict:
-        """Loss (nats/token), perplexity, bits per character and token count on held-out text."""
+        """Loss (nats/token), perplexity, bits per character and token count on held-out text.
+
+        >>> result = textgen.load("tiny", output_dir=models).evaluate([held_out])
+        >>> sorted(result)
+        ['bits_per_char', 'bits_per_token', 'chars', 'loss', 'perplexity', 'tokens']
+        >>> result["tokens"], round(result["bits_per_char"] * 0.6931 / result["loss"], 3)
+        (4832, 1.0)
+        """
         if (text is None) == (not files):
             raise TextgenError("evaluate needs either files or text")
         corpus: Corpus = TextCorpus(text) if text is not None else open_corpus(
@@ -136,7 +172,14 @@ def _check_sampling(length: int, num_samples: int, temperatures: list[float], to
 
 def load(model: str | os.PathLike, *, checkpoint: str = "best",
          output_dir: str | os.PathLike = "saved_models") -> TextModel:
-    """Load a model folder (or a model name inside `output_dir`)."""
+    """Load a model folder (or a model name inside `output_dir`).
+
+    >>> textgen.load("tiny", output_dir=models).config.level
+    'char'
+    >>> textgen.load("no-such-model", output_dir=models)
+    Traceback (most recent call last):
+    textgen.errors.TextgenError: no-such-model: no such model (looked in ...)
+    """
     path = artifacts.resolve_model_dir(model, output_dir)
     keras_model, tokenizer, config, history = artifacts.load_model_files(path, checkpoint)
     return TextModel(path, keras_model, tokenizer, config, history)
@@ -151,7 +194,13 @@ def train(sources: str | os.PathLike | Sequence[str | os.PathLike], *, level: st
           verbose: int = 1, epoch_samples: bool = True, **train_settings: Any) -> TextModel:
     """Train a model and return it loaded; `train_settings` are TrainConfig fields (epochs, lr, ...).
 
-    >>> model = textgen.train("corpus.txt", level="word", epochs=5, time_limit=600)  # doctest: +SKIP
+    >>> model = textgen.train(corpus, level="word", cell="lstm", layers=1, units=16, seq_len=16,
+    ...                       epochs=1, output_dir=models, name="words", verbose=0)
+    >>> model.config.level, model.config.model.cell, model.config.result["epochs"]
+    ('word', 'lstm', 1)
+    >>> textgen.train(corpus, output_dir=models, name="words", verbose=0)
+    Traceback (most recent call last):
+    textgen.errors.TextgenError: model 'words' already exists in ...; pass --force to overwrite it ...
     """
     from textgen.tokenizers import DEFAULT_MAX_VOCAB
     from textgen.training import DataOptions, ModelOptions, RunOptions
