@@ -28,23 +28,22 @@ def plot_history(history: dict[str, list], title: str, path: Path) -> Path:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    losses = history.get("loss") or []
-    if not losses:
-        raise TextgenError("no finished epoch to plot yet")
-    epochs = range(1, len(losses) + 1)
+    losses = _finite(history.get("loss") or [])
+    val = _finite(history.get("val_loss") or [])
+    if not any(math.isfinite(v) for v in losses + val):
+        raise TextgenError("no finished epoch with a finite loss to plot")
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    ax.plot(epochs, losses, "o-", label="loss (train)")
-    val = history.get("val_loss") or []
+    ax.plot(range(1, len(losses) + 1), losses, "o-", label="loss (train)")
     if val:
-        ax.plot(range(1, len(val) + 1), [v if v is not None else math.nan for v in val], "s-",
-                label="val_loss")
+        ax.plot(range(1, len(val) + 1), val, "s-", label="val_loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (nats per token)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     # Bits per character are the loss rescaled (per token -> per character, nats -> bits).
-    pairs = [(b, v) for b, v in zip(history.get("val_bits_per_char") or [], val, strict=False) if b and v]
+    pairs = [(b, v) for b, v in zip(_finite(history.get("val_bits_per_char") or []), val, strict=False)
+             if math.isfinite(b) and math.isfinite(v) and v]
     if pairs:
         scale = pairs[-1][0] / pairs[-1][1]
         ax.secondary_yaxis("right", functions=(lambda x: x * scale, lambda y: y / scale)).set_ylabel(
@@ -57,3 +56,8 @@ def plot_history(history: dict[str, list], title: str, path: Path) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def _finite(values: list) -> list[float]:
+    """None, NaN and infinities (a diverged run) become gaps in the curve."""
+    return [v if v is not None and math.isfinite(v) else math.nan for v in values]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -400,8 +401,9 @@ def _publish(model: keras.Model, config: RunConfig, tokenizer: Tokenizer, histor
         (staging / artifacts.HISTORY_FILE).write_text(json.dumps(history, indent=2), encoding="utf-8")
         if (run_dir / artifacts.LOGS_DIR).is_dir():
             shutil.copytree(run_dir / artifacts.LOGS_DIR, staging / artifacts.LOGS_DIR)
-        if plotting_available() and history.get("loss"):
-            plot_history(history, model_dir.name, staging / CURVES_FILE)
+        if plotting_available():
+            with contextlib.suppress(TextgenError):  # nothing finite to draw: no picture
+                plot_history(history, model_dir.name, staging / CURVES_FILE)
         artifacts.publish(staging, model_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
