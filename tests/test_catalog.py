@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import run_cli
 
 
@@ -60,3 +61,10 @@ def test_plot_without_matplotlib_says_how_to_get_it(char_model, tmp_path, capsys
 def test_every_command_help_shows_an_example(command, capsys):
     code, out, _ = run_cli([command, "--help"], capsys)
     assert code == 0 and "Example:" in out and f"textgen {command}" in out
+
+
+def test_shell_completion_script_is_generated():
+    env = {"_TEXTGEN_COMPLETE": "bash_source", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "textgen"], capture_output=True, text=True, env=env,
+                            timeout=60)
+    assert result.returncode == 0 and "_textgen_completion" in result.stdout

@@ -106,8 +106,8 @@ class TextModel:
         """`num_samples` continuations generated as one batch, each starting with the prime.
 
         >>> model = textgen.load("tiny", output_dir=models)
-        >>> texts = model.generate_many("KING", length=30, num_samples=3, seed=1, stop=[":"])
-        >>> len(texts), all(t.startswith("KING") and ":" not in t for t in texts)
+        >>> texts = model.generate_many("First", length=30, num_samples=3, seed=1, stop=[":"])
+        >>> len(texts), all(t.startswith("First") and ":" not in t for t in texts)
         (3, True)
         """
         texts = [prime] * num_samples
