@@ -96,10 +96,12 @@ class Generator:
         def body(i, logits, states, seen, tokens):
             step = offset + i
             temperature = temperatures[step % tf.size(temperatures)]  # a list is cycled per token
-            logits = apply_repetition_penalty(logits, seen, penalty)
+            penalised = penalty != 1
+            logits = tf.cond(penalised, lambda: apply_repetition_penalty(logits, seen, penalty),
+                             lambda: logits)
             ids = sample_next(logits, temperature, top_k, top_p, tf.stack([seed, step]), self.banned)
-            seen = tf.logical_or(seen, tf.one_hot(ids, self.tokenizer.vocab_size, on_value=True,
-                                                  off_value=False))
+            seen = tf.cond(penalised, lambda: tf.logical_or(seen, tf.one_hot(
+                ids, self.tokenizer.vocab_size, on_value=True, off_value=False)), lambda: seen)
             logits, states = self._step(ids, states)
             return i + 1, logits, states, seen, tokens.write(i, ids)
 

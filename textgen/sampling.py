@@ -12,10 +12,14 @@ NEG_INF = -1e9
 
 
 def filter_top_k(logits: tf.Tensor, top_k: tf.Tensor) -> tf.Tensor:
-    """Keep the `top_k` largest logits of each row (0 keeps all)."""
+    """Keep the `top_k` largest logits of each row (0 keeps all).
+
+    The k-th value is read from a full sort rather than `tf.math.top_k`, whose k would have to
+    be a compile-time constant under XLA.
+    """
     vocab = tf.shape(logits)[-1]
     k = tf.where(top_k > 0, tf.minimum(top_k, vocab), vocab)
-    kth = tf.math.top_k(logits, k=k).values[:, -1:]
+    kth = tf.gather(tf.sort(logits, direction="DESCENDING", axis=-1), k - 1, axis=-1)[:, tf.newaxis]
     return tf.where(logits < kth, tf.cast(NEG_INF, logits.dtype), logits)
 
 
@@ -49,6 +53,8 @@ def sample_next(logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, top
         logits = tf.where(banned[tf.newaxis, :], NEG_INF, logits)
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
     scaled = logits / tf.maximum(temperature, 1e-6)
-    scaled = filter_top_p(filter_top_k(scaled, top_k), top_p)
+    # Filters that are off cost nothing: each one sorts the vocabulary.
+    scaled = tf.cond(top_k > 0, lambda: filter_top_k(scaled, top_k), lambda: scaled)
+    scaled = tf.cond(top_p < 1, lambda: filter_top_p(scaled, top_p), lambda: scaled)
     sampled = tf.random.stateless_categorical(scaled, 1, seed=seed, dtype=tf.int32)[:, 0]
     return tf.where(temperature > 0, sampled, greedy)

@@ -1,0 +1,67 @@
+"""Generation speed of `textgen sample`: marginal characters per second, 1 and 64 streams.
+
+    python bench/generation_speed.py            # prints one JSON object
+
+A char model of 2 x 256 LSTM, embedding 64, vocabulary 65 (the shapes of the speed issue) is
+trained for one step on a 65-character corpus, then `textgen sample` is run twice per setting
+with different lengths: the difference of the wall times is the marginal rate (start-up, model
+loading and tracing excluded). The arithmetic bound divides the matmul peak measured in the same
+run by the FLOPs one generated character costs.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import matmul_peak_gflops
+
+UNITS, LAYERS, EMBEDDING = 256, 2, 64
+ALPHABET = (string.ascii_letters + string.digits + " .,;:!?'\n-")[:64]  # 64 chars + <unk> = 65
+
+
+def flops_per_char(vocab: int) -> float:
+    gates = 4 * UNITS
+    first = 2 * EMBEDDING * gates + 2 * UNITS * gates
+    rest = (LAYERS - 1) * 2 * (2 * UNITS * gates)
+    return first + rest + 2 * UNITS * vocab
+
+
+def run_sample(model: Path, length: int, streams: int) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "textgen", "sample", str(model), "--length", str(length),
+                    "--num-samples", str(streams), "--seed", "1", "--output", str(model / "out.txt")],
+                   check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        corpus = Path(folder) / "corpus.txt"
+        corpus.write_text("".join(ALPHABET[(i * 7) % 64] for i in range(40_000)))
+        subprocess.run([sys.executable, "-m", "textgen", "train", str(corpus), "--cell", "lstm",
+                        "--layers", str(LAYERS), "--units", str(UNITS), "--embedding-dim",
+                        str(EMBEDDING), "--max-steps", "1", "--no-samples", "--quiet", "--output-dir",
+                        folder, "--name", "m"], check=True, capture_output=True)
+        model = Path(folder) / "m"
+        peak = matmul_peak_gflops()
+        bound = peak * 1e9 / flops_per_char(65)
+        results = {"model": f"LSTM {LAYERS}x{UNITS}, embedding {EMBEDDING}, vocabulary 65",
+                   "matmul_peak_gflops": round(peak, 1), "arithmetic_bound_chars_per_s": round(bound)}
+        for streams, short, long in ((1, 500, 4500), (64, 200, 1200)):
+            base = min(run_sample(model, short, streams) for _ in range(2))
+            full = min(run_sample(model, long, streams) for _ in range(2))
+            rate = streams * (long - short) / (full - base)
+            results[f"chars_per_s_{streams}_streams"] = round(rate)
+            results[f"fraction_of_bound_{streams}_streams"] = round(rate / bound, 3)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
