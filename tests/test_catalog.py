@@ -68,3 +68,14 @@ def test_shell_completion_script_is_generated():
     result = subprocess.run([sys.executable, "-m", "textgen"], capture_output=True, text=True, env=env,
                             timeout=60)
     assert result.returncode == 0 and "_textgen_completion" in result.stdout
+
+
+@pytest.mark.parametrize(("flags", "redirected"), [([], True), (["--verbose"], False)])
+def test_tensorflow_start_up_output_is_hidden_unless_verbose(flags, redirected, tmp_path):
+    """Without --verbose, file descriptor 2 points at /dev/null while TensorFlow is imported."""
+    script = ("import os; from textgen.cli import main; calls = []; real = os.dup2; "
+              "os.dup2 = lambda a, b: (calls.append(b), real(a, b))[1]; "
+              f"main([*{flags!r}, 'sample', {str(tmp_path / 'none')!r}]); print(calls)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == ("[2, 2]" if redirected else "[]")
+    assert "no such model" in result.stderr

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import run_cli
 
 
@@ -57,3 +58,20 @@ def test_interactive_session_through_stdin(char_model):
     assert "error: unknown command :nonsense" in out
     first, second = (part.split("\n\n")[0] for part in out.split("> ROMEO:")[1:3])
     assert len(second) <= len(first) + 1 and len(first) > 10
+
+
+def test_ctrl_c_at_the_interactive_prompt_ends_cleanly(char_model):
+    import signal
+    import time
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([sys.executable, "-m", "textgen", "sample", str(char_model), "-i"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    deadline = time.time() + 120
+    seen = ""
+    while "> " not in seen and time.time() < deadline:
+        seen += proc.stdout.read(1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in err
