@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import SHAKESPEARE, TINY, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,6 +188,31 @@ def test_ctrl_c_saves_what_was_finished(corpus_file, tmp_path):
     assert "Traceback" not in err and "Interrupted" in out
     config = json.loads((tmp_path / "int" / "config.json").read_text())
     assert config["result"]["stopped"] == "interrupted" and config["result"]["epochs"] >= 1
+
+
+def test_resume_after_sigkill_continues_the_killed_run(tmp_path, capsys):
+    """A run killed without warning leaves its state; --resume continues from its last epoch."""
+    big = tmp_path / "big.txt"
+    big.write_text(SHAKESPEARE.read_text()[:60_000])
+    args = ["train", str(big), "--layers", "1", "--units", "16", "--embedding-dim", "8", "--seq-len", "32",
+            "--batch-size", "16", "--epochs", "3", "--no-samples", "--quiet", "--output-dir", str(tmp_path),
+            "--name", "k"]
+    proc = subprocess.Popen([sys.executable, "-m", "textgen", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    history = tmp_path / ".k.training" / "history.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if history.exists() and len(json.loads(history.read_text() or "{}").get("loss", [])) >= 1:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait(timeout=60)
+    before = json.loads(history.read_text())
+    assert not (tmp_path / "k").exists() and len(before["loss"]) in (1, 2)
+    assert run_cli([*args, "--resume"], capsys)[0] == 0
+    after = json.loads((tmp_path / "k" / "history.json").read_text())
+    assert len(after["loss"]) == 3 and after["loss"][0] == before["loss"][0]
+    assert not (tmp_path / ".k.training").exists()
 
 
 # -- bad input: one line on stderr, exit 2, nothing written ----------------------------------------

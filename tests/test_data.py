@@ -64,9 +64,9 @@ def test_streaming_memory_does_not_grow_with_the_corpus(tokenizer_class, tmp_pat
     """Tokenizing and windowing 1x and 4x the text peaks at the same memory: nothing is held whole."""
     import tracemalloc
 
-    from conftest import shakespeare
-
     import textgen.corpus
+
+    from conftest import shakespeare
 
     monkeypatch.setattr(textgen.corpus, "CHUNK_CHARS", 1 << 16)
     text = shakespeare()
