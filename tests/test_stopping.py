@@ -25,12 +25,21 @@ def test_each_stream_stops_on_its_own():
 
 def test_a_stop_split_across_chunks_is_never_shown_in_part():
     stop_filter = StopFilter(["<END>"], 1)
-    assert stop_filter.feed(["abc<E"]) == ["a"]  # "bc<E" is held back: it may start the stop
-    assert stop_filter.feed(["ND>xyz"]) == ["bc"]
+    assert stop_filter.feed(["abc<E"]) == ["abc"]  # "<E" is held back: it may start the stop
+    assert stop_filter.feed(["ND>xyz"]) == [""]
     assert stop_filter.all_done
+    stop_filter = StopFilter(["<END>"], 1)
+    assert stop_filter.feed(["abc<E"]) == ["abc"]
+    assert stop_filter.feed(["nd"]) == ["<End"]  # not the stop after all: released
+    assert stop_filter.flush() == [""]
 
 
-@settings(max_examples=200, deadline=None)
+def test_an_earlier_longer_stop_wins_over_a_later_shorter_one():
+    shown, _ = run([["\na", "a"]], ["a", "\naa"])
+    assert shown == [""]
+
+
+@settings(max_examples=500, deadline=None)
 @given(st.text("ab\n", max_size=40), st.lists(st.integers(0, 40), max_size=6),
        st.lists(st.text("ab\n", min_size=1, max_size=3), max_size=3))
 def test_streaming_equals_cutting_the_whole_text(text, cuts, stops):

@@ -24,7 +24,7 @@ CHUNK_TOKENS = 64  # tokens per compiled call: how often text reaches the screen
 class Generator:
     """Prime + sample loop over a trained model's weights."""
 
-    def __init__(self, model: keras.Model, tokenizer: Tokenizer):
+    def __init__(self, model: keras.Model, tokenizer: Tokenizer, xla: bool = True):
         self.model = model
         self.tokenizer = tokenizer
         self.embedding = model.get_layer("embedding")
@@ -35,17 +35,18 @@ class Generator:
         banned[UNK_ID] = True
         self.banned = tf.constant(banned)
         self.sync_weights()
+        self.xla = xla
         # Fixed signatures: one trace per generator, whatever the batch, prime or list lengths.
-        ids = tf.TensorSpec([None, None], tf.int32)
         states = [tf.TensorSpec([None, layer.units], tf.float32)
                   for layer, count in zip(self.layers, self.state_counts, strict=True) for _ in range(count)]
         vocab = tokenizer.vocab_size
         scalar = tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)
-        self._prime = tf.function(self._prime_graph, input_signature=[ids])
-        self._steps = tf.function(self._steps_graph, input_signature=[
+        self._steps_signature = [
             tf.TensorSpec([None, vocab], tf.float32), states, tf.TensorSpec([None, vocab], tf.bool),
-            scalar[0], tf.TensorSpec([None], tf.float32), scalar[0], scalar[1], scalar[1], scalar[0],
-            scalar[0]])
+            tf.TensorSpec([None], tf.float32), scalar[0], scalar[1], scalar[1], scalar[0], scalar[0]]
+        self._prime = tf.function(self._prime_graph,
+                                  input_signature=[tf.TensorSpec([None, None], tf.int32)])
+        self._compiled_steps: dict[int, tf.types.experimental.PolymorphicFunction] = {}
 
     @staticmethod
     def _state_returning_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
@@ -88,6 +89,17 @@ class Generator:
             position += count
         return self._logits(x), new_states
 
+    def _steps_function(self, steps: int):
+        """The compiled loop for `steps` tokens (a constant, so that XLA compiles it once)."""
+        if steps not in self._compiled_steps:
+            def run(logits, states, seen, temperatures, top_k, top_p, penalty, seed, offset):
+                return self._steps_graph(logits, states, seen, steps, temperatures, top_k, top_p,
+                                         penalty, seed, offset)
+
+            self._compiled_steps[steps] = tf.function(run, input_signature=self._steps_signature,
+                                                      jit_compile=self.xla)
+        return self._compiled_steps[steps]
+
     def _steps_graph(self, logits, states, seen, steps, temperatures, top_k, top_p, penalty, seed,
                      offset):
         batch = tf.shape(logits)[0]
@@ -95,7 +107,8 @@ class Generator:
 
         def body(i, logits, states, seen, tokens):
             step = offset + i
-            temperature = temperatures[step % tf.size(temperatures)]  # a list is cycled per token
+            # A list is cycled per token (gather: a slice with a runtime index recompiles under XLA).
+            temperature = tf.gather(temperatures, step % tf.size(temperatures))
             penalised = penalty != 1
             logits = tf.cond(penalised, lambda: apply_repetition_penalty(logits, seen, penalty),
                              lambda: logits)
@@ -130,15 +143,18 @@ class Generator:
         temperatures = [temperature] if isinstance(temperature, (int, float)) else list(temperature)
         ids = np.tile(self.prime_ids(prime)[np.newaxis, :], (num_samples, 1))
         logits, states, seen = self._prime(tf.constant(ids, tf.int32))
+        steps_function = self._steps_function(chunk)
+        settings = (tf.constant(temperatures, tf.float32), tf.constant(int(top_k)),
+                    tf.constant(float(top_p)), tf.constant(float(repetition_penalty)),
+                    tf.constant(int(seed)))
         done = 0
         while done < length:
-            steps = min(chunk, length - done)
-            tokens, logits, states, seen = self._steps(
-                logits, states, seen, tf.constant(steps), tf.constant(temperatures, tf.float32),
-                tf.constant(int(top_k)), tf.constant(float(top_p)), tf.constant(float(repetition_penalty)),
-                tf.constant(int(seed)), tf.constant(done))
-            done += steps
-            yield tokens.numpy()
+            # Always a whole chunk (one compiled shape); the last one's surplus is dropped. Each
+            # token depends only on the seed and its position, so the text is the same either way.
+            tokens, logits, states, seen = steps_function(logits, states, seen, *settings,
+                                                          tf.constant(done))
+            yield tokens.numpy()[:, :length - done]
+            done += chunk
 
     def generate(self, prime: str = "", length: int = 200, **options) -> list[str]:
         """Whole continuations (without the prime), one string per sample."""

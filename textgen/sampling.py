@@ -35,6 +35,19 @@ def filter_top_p(logits: tf.Tensor, top_p: tf.Tensor) -> tf.Tensor:
     return tf.where(logits < cutoff, tf.cast(NEG_INF, logits.dtype), logits)
 
 
+def gumbel_noise(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Standard Gumbel noise from Philox with key seed[0] and counter high word seed[1].
+
+    The raw op takes its key and counter at run time, also under XLA (the seed of
+    `stateless_categorical` and `stateless_uniform` is a compile-time constant there, which
+    recompiled the generation loop for every chunk). Steps use disjoint counter ranges.
+    """
+    seed = tf.cast(seed, tf.uint64)
+    uniform = tf.raw_ops.StatelessRandomUniformV2(
+        shape=shape, key=seed[:1], counter=tf.stack([tf.constant(0, tf.uint64), seed[1]]), alg=1)
+    return -tf.math.log(-tf.math.log(tf.maximum(uniform, 1e-20)))
+
+
 def apply_repetition_penalty(logits: tf.Tensor, seen: tf.Tensor, penalty: tf.Tensor) -> tf.Tensor:
     """Make tokens already in the text less likely (Keskar et al., 2019): positive logits are
     divided by `penalty`, negative ones multiplied; `seen` is a [batch, vocab] bool mask."""
@@ -56,5 +69,6 @@ def sample_next(logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, top
     # Filters that are off cost nothing: each one sorts the vocabulary.
     scaled = tf.cond(top_k > 0, lambda: filter_top_k(scaled, top_k), lambda: scaled)
     scaled = tf.cond(top_p < 1, lambda: filter_top_p(scaled, top_p), lambda: scaled)
-    sampled = tf.random.stateless_categorical(scaled, 1, seed=seed, dtype=tf.int32)[:, 0]
+    # Gumbel-max: argmax(logits + Gumbel noise) is an exact draw from softmax(logits).
+    sampled = tf.argmax(scaled + gumbel_noise(tf.shape(scaled), seed), axis=-1, output_type=tf.int32)
     return tf.where(temperature > 0, sampled, greedy)

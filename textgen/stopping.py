@@ -1,7 +1,8 @@
 """End each generated stream at the first occurrence of any stop sequence, while streaming.
 
-Text is held back by up to (longest stop sequence - 1) characters per stream, so that a stop
-sequence split across two chunks is never shown half. The stop sequence itself is not emitted.
+Text is shown as soon as no stop sequence can start in it: only a tail that is the beginning
+of some stop sequence is held back until the next chunk decides it. The stop sequence itself is
+not emitted.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ class StopFilter:
 
     def __init__(self, stops: Sequence[str], streams: int):
         self.stops = [stop for stop in stops if stop]
-        self.hold = max((len(stop) for stop in self.stops), default=1) - 1
+        self.longest = max((len(stop) for stop in self.stops), default=0)
         self.texts = [""] * streams
         self.shown = [0] * streams
         self.done = [False] * streams
@@ -26,25 +27,28 @@ class StopFilter:
     def feed(self, pieces: Sequence[str]) -> list[str]:
         out = []
         for i, piece in enumerate(pieces):
-            if self.done[i]:
-                out.append("")
-                continue
-            start = max(len(self.texts[i]) - self.hold, 0)  # earlier text held no whole stop
-            self.texts[i] += piece
-            hits = [pos for stop in self.stops if (pos := self.texts[i].find(stop, start)) >= 0]
-            if hits:
-                end = min(hits)
-                self.done[i] = True
-            else:
-                end = max(len(self.texts[i]) - self.hold, self.shown[i])
-            out.append(self.texts[i][self.shown[i]:end])
-            self.shown[i] = end
+            if not self.done[i]:
+                self.texts[i] += piece
+            out.append(self._release(i, final=False))
         return out
 
     def flush(self) -> list[str]:
-        """What was held back, once generation has ended."""
-        out = []
-        for i, text in enumerate(self.texts):
-            out.append("" if self.done[i] else text[self.shown[i]:])
-            self.shown[i] = len(text)
-        return out
+        """What was held back, once generation has ended (partial matches never complete now)."""
+        return [self._release(i, final=True) for i in range(len(self.texts))]
+
+    def _release(self, i: int, final: bool) -> str:
+        if self.done[i]:
+            return ""
+        text, shown = self.texts[i], self.shown[i]
+        # No stop starts before `shown` (it would have been found or held back), so search from it.
+        hit = min((p for stop in self.stops if (p := text.find(stop, shown)) >= 0), default=None)
+        pending = None if final else next(
+            (q for q in range(max(len(text) - self.longest + 1, shown), len(text))
+             if any(len(stop) > len(text) - q and stop.startswith(text[q:]) for stop in self.stops)),
+            None)
+        if hit is not None and (pending is None or hit <= pending):
+            self.done[i], end = True, hit
+        else:
+            end = len(text) if pending is None else pending
+        self.shown[i] = end
+        return text[shown:end]
