@@ -12,6 +12,11 @@ from textgen.data import TokenSource, window_dataset
 LN2 = math.log(2.0)
 
 
+def perplexity(loss: float) -> float:
+    """exp(loss), capped so that a diverged loss does not overflow."""
+    return math.exp(min(loss, 50.0))
+
+
 def evaluate_windows(model: keras.Model, source: TokenSource, seq_len: int, batch_size: int) -> dict:
     """Mean cross-entropy over the windows of `source`, computed exactly as the validation loss.
 
@@ -38,5 +43,5 @@ def evaluate_windows(model: keras.Model, source: TokenSource, seq_len: int, batc
         return {"loss": float("nan"), "perplexity": float("nan"), "bits_per_char": float("nan"),
                 "bits_per_token": float("nan"), "tokens": 0, "chars": 0}
     loss = nats / tokens
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "bits_per_char": nats / LN2 / chars,
+    return {"loss": loss, "perplexity": perplexity(loss), "bits_per_char": nats / LN2 / chars,
             "bits_per_token": loss / LN2, "tokens": tokens, "chars": chars}

@@ -29,13 +29,13 @@ from textgen.data import (
     training_dataset,
 )
 from textgen.errors import TextgenError
+from textgen.evaluation import LN2, perplexity
 from textgen.generation import Generator
 from textgen.models import build_model
 from textgen.plotting import CURVES_FILE, PLOT_EXTRA_HINT, plot_history, plotting_available
 from textgen.precision import apply_precision, resolve_precision
 from textgen.tokenizers import DEFAULT_MAX_VOCAB, Tokenizer, load_tokenizer, tokenizer_for
 
-LN2 = math.log(2.0)
 Log = Callable[[str], None]
 
 
@@ -115,11 +115,11 @@ class EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         if "loss" in logs:
-            logs["perplexity"] = math.exp(min(logs["loss"], 50.0))
+            logs["perplexity"] = perplexity(logs["loss"])
             if self.level == "char":
                 logs["bits_per_char"] = logs["loss"] / LN2
         if "val_loss" in logs:
-            logs["val_perplexity"] = math.exp(min(logs["val_loss"], 50.0))
+            logs["val_perplexity"] = perplexity(logs["val_loss"])
             logs["val_bits_per_char"] = logs["val_loss"] / LN2 / self.val_chars_per_token
         train_seconds = self.train_seconds or (time.perf_counter() - self.start)
         record = {**logs, "epoch_seconds": time.perf_counter() - self.start, "steps": self.steps,
