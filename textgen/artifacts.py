@@ -135,8 +135,12 @@ def load_model_files(model_dir: Path, checkpoint: str = "best") -> tuple[Any, To
     except Exception as exc:  # Keras raises many types for broken archives
         raise TextgenError(f"{keras_path}: cannot be loaded, the file is corrupt or not a textgen "
                            f"model ({exc.__class__.__name__})") from None
+    return model, tokenizer, config, read_history(model_dir)
+
+
+def read_history(model_dir: Path) -> dict:
+    """history.json of a model folder; empty if missing or unreadable (it is informative only)."""
     try:
-        history = json.loads((model_dir / HISTORY_FILE).read_text(encoding="utf-8"))
+        return json.loads((model_dir / HISTORY_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        history = {}
-    return model, tokenizer, config, history
+        return {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,10 +39,7 @@ class ModelSummary:
 
 def summarize(path: Path) -> ModelSummary:
     config = RunConfig.load(path / artifacts.CONFIG_FILE)
-    try:
-        history = json.loads((path / artifacts.HISTORY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        history = {}
+    history = artifacts.read_history(path)
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     modified = dt.datetime.fromtimestamp((path / artifacts.CONFIG_FILE).stat().st_mtime)
     return ModelSummary(path, config, history, size, modified)
