@@ -110,10 +110,11 @@ class TextModel:
         >>> len(texts), all(t.startswith("First") and ":" not in t for t in texts)
         (3, True)
         """
-        texts = [prime] * num_samples
+        parts = [[prime] for _ in range(num_samples)]
         for pieces in self.stream(prime, length, num_samples=num_samples, **options):
-            texts = [text + piece for text, piece in zip(texts, pieces, strict=True)]
-        return texts
+            for sample, piece in zip(parts, pieces, strict=True):
+                sample.append(piece)
+        return ["".join(sample) for sample in parts]
 
     def generate(self, prime: str = "", length: int = 200, **options: Any) -> str:
         """One continuation of `prime` (prime included), `length` tokens long.

@@ -204,19 +204,17 @@ def sample(model, prime, length, temperature, top_k, top_p, num_samples, stop, r
     if interactive:
         _interactive(text_model, length, temperature, top_k, top_p, repetition_penalty, seed, stop)
         return
-    stream = text_model.stream(prime, length, num_samples=num_samples, temperature=temperature,
-                               top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-                               stop=[_unescape(s) for s in stop], seed=seed)
-    first = next(stream)
-    if num_samples == 1 and output is None:
-        click.echo(prime + first[0], nl=False)
+    options = {"temperature": temperature, "top_k": top_k, "top_p": top_p,
+               "repetition_penalty": repetition_penalty, "stop": [_unescape(s) for s in stop],
+               "seed": seed}
+    if num_samples == 1 and output is None:  # stream to the screen as it is generated
+        stream = text_model.stream(prime, length, **options)
+        click.echo(prime + next(stream)[0], nl=False)
         for pieces in stream:
             click.echo(pieces[0], nl=False)
         click.echo()
         return
-    texts = [prime + piece for piece in first]
-    for pieces in stream:
-        texts = [text + piece for text, piece in zip(texts, pieces, strict=True)]
+    texts = text_model.generate_many(prime, length, num_samples=num_samples, **options)
     body = texts[0] if num_samples == 1 else "".join(
         f"=== sample {i + 1} ===\n{text}\n" for i, text in enumerate(texts))
     if output is None:
