@@ -360,11 +360,9 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
         interrupted = True
         log("\nInterrupted: saving what was finished...")
     seconds = time.perf_counter() - start
-    epochs_done = len(history.history.get("loss", []))
-    losses = history.history.get("loss") or [0.0]
-    stopped = ("interrupted" if interrupted else budget.reason or (
-        "nan_loss" if not math.isfinite(losses[-1] if losses[-1] is not None else 0.0) else
-        "early_stopping" if epochs_done < config.epochs else "completed"))
+    losses = history.history.get("loss", [])
+    epochs_done = len(losses)
+    stopped = _stop_reason(interrupted, budget.reason, losses, config.epochs)
     val_losses = [v for v in history.history.get("val_loss", []) if v is not None]
     result = {"stopped": stopped, "epochs": epochs_done, "steps": budget.steps,
               "train_seconds": round(seconds, 2),
@@ -384,6 +382,17 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     if interrupted:
         raise KeyboardInterrupt
     return model_dir
+
+
+def _stop_reason(interrupted: bool, budget_reason: str | None, losses: list, epochs: int) -> str:
+    """Why training ended, as recorded in config.json."""
+    if interrupted:
+        return "interrupted"
+    if budget_reason:
+        return budget_reason
+    if losses and losses[-1] is not None and not math.isfinite(losses[-1]):
+        return "nan_loss"
+    return "early_stopping" if len(losses) < epochs else "completed"
 
 
 def _publish(model: keras.Model, config: RunConfig, tokenizer: Tokenizer, history: dict,
