@@ -128,6 +128,28 @@ class TextModel:
         """
         return self.generate_many(prime, length, num_samples=1, **options)[0]
 
+    def export(self, output: str | os.PathLike | None = None, *, format: str = "all",
+               quantize: str = "none", force: bool = False) -> Any:
+        """Write a SavedModel and/or a TFLite file (default folder: the model's `export/`), each
+        checked against this model; returns what was written and the measured parity.
+
+        >>> result = textgen.load("tiny", output_dir=models).export(force=True)
+        >>> sorted(result.files)
+        ['metadata.json', 'model.tflite', 'saved_model/fingerprint.pb', 'saved_model/saved_model.pb', ...]
+        >>> check = result.parity["tflite"]
+        >>> check["max_abs_logit_diff"] < 1e-4, check["greedy_text_identical"]
+        (True, True)
+        >>> phone = textgen.load(result.path / "model.tflite")    # run by LiteRT
+        >>> phone.generate("ROMEO:", 50, seed=1) == textgen.load("tiny", output_dir=models).generate(
+        ...     "ROMEO:", 50, seed=1)
+        True
+        """
+        if self.keras_model is None:
+            raise TextgenError(f"{self.path} is an export already; export the model it came from")
+        from textgen.exporting import export
+
+        return export(self, Path(output) if output is not None else None, format, quantize, force)
+
     def evaluate(self, files: Sequence[str | os.PathLike] = (), *, text: str | None = None,
                  encoding: str = "utf-8") -> dict:
         """Loss (nats/token), perplexity, bits per character and token count on held-out text.
@@ -142,17 +164,17 @@ class TextModel:
             raise TextgenError("evaluate needs either files or text")
         corpus: Corpus = TextCorpus(text) if text is not None else open_corpus(
             [str(f) for f in files], encoding=encoding)
-        return evaluate_corpus(self, corpus)
+        from textgen.data import measured_source, require_windows
 
+        source = measured_source(self.tokenizer, corpus, "evaluation text")
+        require_windows(source, self.config.train.seq_len, "the evaluation text")
+        return self._evaluate_source(source)
 
-def evaluate_corpus(model: TextModel, corpus: Corpus) -> dict:
-    from textgen.data import measured_source, require_windows
-    from textgen.evaluation import evaluate_windows
+    def _evaluate_source(self, source: Any) -> dict:
+        from textgen.evaluation import evaluate_windows
 
-    source = measured_source(model.tokenizer, corpus, "evaluation text")
-    seq_len = model.config.train.seq_len
-    require_windows(source, seq_len, "the evaluation text")
-    return evaluate_windows(model.keras_model, source, seq_len, model.config.train.batch_size)
+        return evaluate_windows(self.keras_model, source, self.config.train.seq_len,
+                                self.config.train.batch_size)
 
 
 def _check_sampling(length: int, num_samples: int, temperatures: list[float], top_k: int,
@@ -173,7 +195,8 @@ def _check_sampling(length: int, num_samples: int, temperatures: list[float], to
 
 def load(model: str | os.PathLike, *, checkpoint: str = "best",
          output_dir: str | os.PathLike = "saved_models") -> TextModel:
-    """Load a model folder (or a model name inside `output_dir`).
+    """Load a model folder (or a model name inside `output_dir`), or an exported `.tflite` file or
+    SavedModel folder (run by LiteRT or TensorFlow, to check an export before shipping it).
 
     >>> textgen.load("tiny", output_dir=models).config.level
     'char'
@@ -181,6 +204,14 @@ def load(model: str | os.PathLike, *, checkpoint: str = "best",
     Traceback (most recent call last):
     textgen.errors.TextgenError: no-such-model: no such model (looked in ...)
     """
+    from textgen.exported import METADATA_FILE, is_export, load_export
+
+    candidate = Path(model).expanduser()
+    if is_export(candidate):
+        return load_export(candidate)
+    if (candidate / METADATA_FILE).is_file():
+        raise TextgenError(f"{candidate} is an export folder; pass the file or folder to run: "
+                           f"{candidate / 'model.tflite'} or {candidate / 'saved_model'}")
     path = artifacts.resolve_model_dir(model, output_dir)
     keras_model, tokenizer, config, history = artifacts.load_model_files(path, checkpoint)
     return TextModel(path, keras_model, tokenizer, config, history)

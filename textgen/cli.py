@@ -57,17 +57,12 @@ def _start_tensorflow() -> None:
     if verbose or "tensorflow" in sys.modules:
         import tensorflow
         return
+    from textgen.quiet import native_stderr_silenced
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
+    with native_stderr_silenced():
         import keras  # noqa: F401
         import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.ERROR)  # e.g. TFDS's notes about its cache folders
@@ -275,6 +270,46 @@ def evaluate(model, files, as_json, encoding, checkpoint, output_dir) -> None:
     click.echo(f"perplexity    {result['perplexity']:.3f}")
     click.echo(f"bits per char {result['bits_per_char']:.4f}")
     click.echo(f"tokens        {result['tokens']:,} ({result['chars']:,} characters)")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--format", "fmt", type=click.Choice(["all", "savedmodel", "tflite"]), default="all",
+              show_default=True,
+              help="What to write: a SavedModel for servers, a .tflite for phones, or both.")
+@click.option("--quantize", type=click.Choice(["none", "dynamic", "float16"]), default="none",
+              show_default=True, help="Smaller TFLite weights: dynamic (int8) or float16.")
+@click.option("--output", type=click.Path(file_okay=False), default=None,
+              help="Export folder (default: export/ inside the model folder).")
+@click.option("--force", is_flag=True, help="Replace an existing export folder.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--output-dir", default="saved_models", show_default=True,
+              help="Where model names are looked up.")
+def export(model, fmt, quantize, output, force, checkpoint, output_dir) -> None:
+    """Export a model for TensorFlow Serving (SavedModel) and for phones (TFLite), each checked
+    against the Keras model before it is written.
+
+    \b
+    Example:
+      textgen export tinyshakespeare-char --quantize dynamic
+      textgen sample saved_models/tinyshakespeare-char/export/model.tflite --prime "ROMEO:"
+    """
+    text_model = _load(model, checkpoint, output_dir)
+    result = text_model.export(output, format=fmt, quantize=quantize, force=force)
+    sizes: dict[str, int] = {}
+    for name, size in result.files.items():
+        top = name.split("/")[0] + ("/" if "/" in name else "")
+        sizes[top] = sizes.get(top, 0) + size
+    for name, size in sizes.items():
+        click.echo(f"  {name:<16} {size / 1e6:9.3f} MB")
+    for name in ("saved_model", "tflite"):
+        if name in result.parity:
+            check = result.parity[name]
+            greedy = "identical" if check["greedy_text_identical"] else "differs"
+            quantized = f" ({check['quantization']} quantization)" if check["quantization"] != "none" else ""
+            click.echo(f"{name}: max |logit difference| {check['max_abs_logit_diff']:.1e} over "
+                       f"{result.parity['steps']} steps; greedy text {greedy}{quantized}")
+    click.echo(f"Exported to {result.path}")
 
 
 @cli.command("list")

@@ -21,6 +21,12 @@ from textgen.tokenizers import UNK_ID, Tokenizer
 CHUNK_TOKENS = 64  # tokens per compiled call: how often text reaches the screen
 
 
+def fallback_id(tokenizer: Tokenizer) -> int:
+    """What an empty prime starts from: a line break, or id 1 if the vocabulary has none."""
+    newline = tokenizer.encode("\n")
+    return int(newline[0]) if len(newline) and newline[0] != UNK_ID else 1
+
+
 class Generator:
     """Prime + sample loop over a trained model's weights."""
 
@@ -31,20 +37,25 @@ class Generator:
         self.output_layer = model.get_layer("logits")
         self.layers = [self._state_returning_copy(layer) for layer in recurrent_layers(model)]
         self.state_counts = [2 if isinstance(layer, keras.layers.LSTM) else 1 for layer in self.layers]
+        # Names of the recurrent states in order, as exports expose them: h0 (c0) h1 (c1) ...
+        self.state_names = [name for index, count in enumerate(self.state_counts)
+                            for name in (f"h{index}", f"c{index}")[:count]]
+        self.state_units = [layer.units for layer, count in zip(self.layers, self.state_counts, strict=True)
+                            for _ in range(count)]
         banned = np.zeros(tokenizer.vocab_size, dtype=bool)
         banned[UNK_ID] = True
         self.banned = tf.constant(banned)
+        self.fallback_id = fallback_id(tokenizer)
         self.sync_weights()
         self.xla = xla
         # Fixed signatures: one trace per generator, whatever the batch, prime or list lengths.
-        states = [tf.TensorSpec([None, layer.units], tf.float32)
-                  for layer, count in zip(self.layers, self.state_counts, strict=True) for _ in range(count)]
+        states = [tf.TensorSpec([None, units], tf.float32) for units in self.state_units]
         vocab = tokenizer.vocab_size
         scalar = tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)
         self._steps_signature = [
             tf.TensorSpec([None, vocab], tf.float32), states, tf.TensorSpec([None, vocab], tf.bool),
             tf.TensorSpec([None], tf.float32), scalar[0], scalar[1], scalar[1], scalar[0], scalar[0]]
-        self._prime = tf.function(self._prime_graph,
+        self._prime = tf.function(self.prime_graph,
                                   input_signature=[tf.TensorSpec([None, None], tf.int32)])
         self._compiled_steps: dict[int, tf.types.experimental.PolymorphicFunction] = {}
 
@@ -69,17 +80,26 @@ class Generator:
         return tf.matmul(hidden, tf.cast(self.output_layer.kernel, tf.float32)) + tf.cast(
             self.output_layer.bias, tf.float32)
 
-    def _prime_graph(self, ids: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
+    def prime_graph(self, ids: tf.Tensor, mask: tf.Tensor | None = None
+                    ) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
+        """Feed [batch, time] ids through the sequence kernels -> next logits, states, seen mask.
+
+        With a mask (rows of different lengths, padded on the right), padded steps carry the
+        state unchanged, so each row ends in the state of its own last token.
+        """
         x = self._embed(ids)
         states: list[tf.Tensor] = []
         for layer in self.layers:
-            x, *layer_states = layer(x)
+            x, *layer_states = layer(x, mask=mask)
             states.extend(layer_states)
-        seen = tf.reduce_any(tf.one_hot(ids, self.tokenizer.vocab_size, on_value=True, off_value=False),
-                             axis=1)
-        return self._logits(x[:, -1]), states, seen
+        last_hidden = states[-self.state_counts[-1]]  # the last layer's h: its output at the last token
+        present = tf.one_hot(ids, self.tokenizer.vocab_size, on_value=True, off_value=False)
+        if mask is not None:
+            present = tf.logical_and(present, mask[:, :, tf.newaxis])
+        return self._logits(last_hidden), states, tf.reduce_any(present, axis=1)
 
-    def _step(self, ids: tf.Tensor, states: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    def step(self, ids: tf.Tensor, states: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """One token per row through the cells: ids [batch] -> logits [batch, vocab], new states."""
         x = self._embed(ids)
         new_states: list[tf.Tensor] = []
         position = 0
@@ -93,15 +113,20 @@ class Generator:
         """The compiled loop for `steps` tokens (a constant, so that XLA compiles it once)."""
         if steps not in self._compiled_steps:
             def run(logits, states, seen, temperatures, top_k, top_p, penalty, seed, offset):
-                return self._steps_graph(logits, states, seen, steps, temperatures, top_k, top_p,
+                return self.sample_graph(logits, states, seen, steps, temperatures, top_k, top_p,
                                          penalty, seed, offset)
 
             self._compiled_steps[steps] = tf.function(run, input_signature=self._steps_signature,
                                                       jit_compile=self.xla)
         return self._compiled_steps[steps]
 
-    def _steps_graph(self, logits, states, seen, steps, temperatures, top_k, top_p, penalty, seed,
+    def sample_graph(self, logits, states, seen, steps, temperatures, top_k, top_p, penalty, seed,
                      offset):
+        """Sample `steps` tokens in a `tf.while_loop` -> ids [batch, steps], logits, states, seen.
+
+        Token i of a call draws its noise from (seed, offset + i) alone, so text does not
+        depend on how generation is cut into calls.
+        """
         batch = tf.shape(logits)[0]
         tokens = tf.TensorArray(tf.int32, size=steps, element_shape=tf.TensorShape([None]))
 
@@ -115,7 +140,7 @@ class Generator:
             ids = sample_next(logits, temperature, top_k, top_p, tf.stack([seed, step]), self.banned)
             seen = tf.cond(penalised, lambda: tf.logical_or(seen, tf.one_hot(
                 ids, self.tokenizer.vocab_size, on_value=True, off_value=False)), lambda: seen)
-            logits, states = self._step(ids, states)
+            logits, states = self.step(ids, states)
             return i + 1, logits, states, seen, tokens.write(i, ids)
 
         _, logits, states, seen, tokens = tf.while_loop(
@@ -124,13 +149,10 @@ class Generator:
 
     # -- public -----------------------------------------------------------------------------
     def prime_ids(self, prime: str) -> np.ndarray:
-        """Ids of the prime's known pieces; a line break (or the most common token) if none."""
+        """Ids of the prime's known pieces; the fallback token if none."""
         ids = self.tokenizer.encode(prime)
         ids = ids[ids != UNK_ID]
-        if len(ids):
-            return ids
-        newline = self.tokenizer.encode("\n")
-        return newline if len(newline) and newline[0] != UNK_ID else np.array([1], np.int32)
+        return ids if len(ids) else np.array([self.fallback_id], np.int32)
 
     def stream(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
                temperature: float | Sequence[float] = 0.8, top_k: int = 0, top_p: float = 1.0,

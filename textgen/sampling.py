@@ -35,17 +35,31 @@ def filter_top_p(logits: tf.Tensor, top_p: tf.Tensor) -> tf.Tensor:
     return tf.where(logits < cutoff, tf.cast(NEG_INF, logits.dtype), logits)
 
 
-def gumbel_noise(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Standard Gumbel noise from Philox with key seed[0] and counter high word seed[1].
+def _mix32(x: tf.Tensor) -> tf.Tensor:
+    """MurmurHash3's 32-bit finalizer: every input bit flips about half of the output bits."""
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16)) * tf.constant(0x85EBCA6B, tf.uint32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 13)) * tf.constant(0xC2B2AE35, tf.uint32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
 
-    The raw op takes its key and counter at run time, also under XLA (the seed of
-    `stateless_categorical` and `stateless_uniform` is a compile-time constant there, which
-    recompiled the generation loop for every chunk). Steps use disjoint counter ranges.
+
+def uniform_noise(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Uniform numbers in (0, 1) of a [batch, vocab] shape, a pure function of (seed, position).
+
+    A counter-based hash in 32-bit integer ops rather than TensorFlow's Philox kernels: those
+    give different numbers under XLA than without it, and the same seed must give the same
+    text from the compiled generator, an exported SavedModel and a TFLite model driven from
+    Python. `seed` is [seed, step]; each entry of the matrix gets its own counter.
     """
-    seed = tf.cast(seed, tf.uint64)
-    uniform = tf.raw_ops.StatelessRandomUniformV2(
-        shape=shape, key=seed[:1], counter=tf.stack([tf.constant(0, tf.uint64), seed[1]]), alg=1)
-    return -tf.math.log(-tf.math.log(tf.maximum(uniform, 1e-20)))
+    seed = tf.cast(seed, tf.uint32)
+    key = _mix32(tf.bitwise.bitwise_xor(_mix32(seed[0] + tf.constant(0x9E3779B9, tf.uint32)), seed[1]))
+    counter = tf.cast(tf.reshape(tf.range(shape[0] * shape[1]), shape), tf.uint32)
+    bits = _mix32(tf.bitwise.bitwise_xor(_mix32(counter), key))
+    return tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * 2.0**-24 + 2.0**-25
+
+
+def gumbel_noise(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Standard Gumbel noise: -log(-log(U))."""
+    return -tf.math.log(-tf.math.log(uniform_noise(shape, seed)))
 
 
 def apply_repetition_penalty(logits: tf.Tensor, seen: tf.Tensor, penalty: tf.Tensor) -> tf.Tensor:

@@ -25,7 +25,7 @@ UNK_ID = 0
 DEFAULT_MAX_VOCAB = 20_000
 
 # CJK ideographs, split into single-character tokens in word mode (as BERT's basic tokenizer does).
-_CJK_RANGES = (
+CJK_RANGES = (
     (0x3400, 0x4DBF),
     (0x4E00, 0x9FFF),
     (0xF900, 0xFAFF),
@@ -33,7 +33,7 @@ _CJK_RANGES = (
     (0x2A700, 0x2CEAF),
     (0x2F800, 0x2FA1F),
 )
-_CJK = "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _CJK_RANGES)
+_CJK = "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in CJK_RANGES)
 _WORD_CHAR = rf"[^\W{_CJK}]"  # letters, digits and underscore, but not CJK ideographs
 # Alternatives are tried left to right; together they match every character, so the pieces
 # of a text always concatenate back to it.
