@@ -22,16 +22,3 @@ def matmul_peak_gflops(size: int = 1024, seconds: float = 2.0) -> float:
         runs += 1
     return 2 * size**3 * runs / (time.perf_counter() - start) / 1e9
 
-
-def memory_bandwidth_gbs(megabytes: int = 256, seconds: float = 1.0) -> float:
-    """GB/s of a large numpy copy (bytes read plus bytes written), one thread."""
-    import numpy as np
-
-    source = np.ones(megabytes * 2**20 // 4, np.float32)
-    target = np.empty_like(source)
-    np.copyto(target, source)
-    runs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        np.copyto(target, source)
-        runs += 1
-    return 2 * source.nbytes * runs / (time.perf_counter() - start) / 1e9

@@ -48,16 +48,28 @@ class StepRunner(Protocol):
 
 
 class LiteRTStep:
-    """The `.tflite` step signature through stock LiteRT (built-in ops only, no Flex delegate)."""
+    """The `.tflite` step signature through stock LiteRT (built-in ops only, no Flex delegate).
+
+    Tensors are set and read by index, and resized only when the batch changes: the signature
+    runner's call resizes and reallocates every input each time, which costs more than the
+    computation itself for small models.
+    """
 
     def __init__(self, path: Path, num_threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise TextgenError("running a .tflite file needs LiteRT: pip install ai-edge-litert "
+                               "(it has no wheel for Linux on ARM yet)") from None
 
         try:
             self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-            self.runner = self.interpreter.get_signature_runner(STEP_SIGNATURE)
+            runner = self.interpreter.get_signature_runner(STEP_SIGNATURE)
         except (ValueError, RuntimeError) as exc:
             raise TextgenError(f"{path}: not a textgen TFLite model ({exc})") from None
+        self.inputs = {name: detail["index"] for name, detail in runner.get_input_details().items()}
+        self.outputs = {name: detail["index"] for name, detail in runner.get_output_details().items()}
+        self.batch = 0
         self.started = False
 
     def __call__(self, ids: np.ndarray, states: States) -> tuple[np.ndarray, States]:
@@ -65,8 +77,19 @@ class LiteRTStep:
             self.started = True
             with native_stderr_silenced(native_logs_hidden()):
                 return self(ids, states)
-        outputs = self.runner(token_ids=ids.astype(np.int32), **states)
-        return outputs["logits"], {name: outputs[next_state_name(name)] for name in states}
+        interpreter = self.interpreter
+        if len(ids) != self.batch:
+            for name, index in self.inputs.items():
+                shape = [len(ids)] + ([] if name == "token_ids" else [states[name].shape[1]])
+                interpreter.resize_tensor_input(index, shape)
+            interpreter.allocate_tensors()
+            self.batch = len(ids)
+        interpreter.set_tensor(self.inputs["token_ids"], ids.astype(np.int32, copy=False))
+        for name, value in states.items():
+            interpreter.set_tensor(self.inputs[name], value)
+        interpreter.invoke()
+        new_states = {name: interpreter.get_tensor(self.outputs[next_state_name(name)]) for name in states}
+        return interpreter.get_tensor(self.outputs["logits"]), new_states
 
     def op_names(self) -> set[str]:
         return {op["op_name"] for op in self.interpreter._get_ops_details()}
