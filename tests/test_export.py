@@ -63,11 +63,17 @@ def test_greedy_text_is_byte_identical_in_keras_savedmodel_and_tflite(exported, 
     assert len(outputs) == 1 and next(iter(outputs)).startswith("ROMEO:")
 
 
-def test_word_model_greedy_and_seeded_text_is_identical_in_every_runtime(exported_word, capsys):
+def test_word_model_greedy_and_seeded_text_is_identical_in_every_runtime(exported_word, capsys, tmp_path):
     for options in (["--temperature", "0"], ["--temperature", "0.9", "--top-k", "20", "--seed", "5"]):
         outputs = {run_cli(["sample", target, "--prime", "First Citizen", "--length", "80", *options],
                            capsys)[1] for target in runtimes(exported_word)}
         assert len(outputs) == 1
+    code, _, err = run_cli(["export", exported_word, "--format", "tflite", "--quantize", "dynamic",
+                            "--output", tmp_path / "int8"], capsys)
+    assert code == 0, err
+    int8 = tmp_path / "int8" / "model.tflite"
+    code, out, _ = run_cli(["sample", int8, "--prime", "First", "--length", "30"], capsys)
+    assert code == 0 and out.startswith("First")
 
 
 def test_seeded_sampling_gives_the_same_text_in_every_runtime(exported, capsys):
@@ -124,6 +130,16 @@ def test_savedmodel_serves_text_without_textgen(exported, tmp_path):
                                                   seed=3)
     assert all(text.startswith(p) and len(text) == len(p) + 60
                for text, p in zip(served["sampled"], prompts, strict=True))
+
+
+def test_exports_hold_each_weight_once(exported):
+    import textgen
+
+    model = textgen.load(exported["lstm"])
+    weight_bytes = 4 * model.keras_model.count_params()
+    variables = exported["lstm"] / "export" / "saved_model" / "variables"
+    assert sum(f.stat().st_size for f in variables.iterdir()) < 1.1 * weight_bytes + 10_000
+    assert (exported["lstm"] / "export" / "model.tflite").stat().st_size < 1.1 * weight_bytes + 20_000
 
 
 @pytest.mark.parametrize("cell", CELLS)

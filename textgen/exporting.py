@@ -138,9 +138,7 @@ def _step_endpoint(generator: Generator):
 
 
 def _archive(generator: Generator) -> keras.export.ExportArchive:
-    archive = keras.export.ExportArchive()
-    for layer in (generator.embedding, *generator.layers, generator.output_layer):
-        archive.track(layer)
+    archive = keras.export.ExportArchive()  # it tracks the variables the endpoints use
     step, signature = _step_endpoint(generator)
     archive.add_endpoint(STEP_SIGNATURE, step, input_signature=signature)
     return archive
