@@ -93,7 +93,8 @@ def export(model: TextModel, output: Path | None = None, fmt: str = "all", quant
         artifacts.write_json_atomic(staging / METADATA_FILE, metadata)
         files = {str(p.relative_to(staging)): p.stat().st_size for p in sorted(staging.rglob("*"))
                  if p.is_file()}
-        artifacts.publish(staging, output)
+        with artifacts.sigint_deferred():  # the swap of old and new export is never cut in half
+            artifacts.publish(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

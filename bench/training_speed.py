@@ -1,0 +1,95 @@
+"""Training throughput of `textgen train` next to PyTorch, same shapes, same run.
+
+    pip install torch==2.13.0        # the reference (a CPU build)
+    python bench/training_speed.py   # prints one JSON object; --cells lstm,gru --steps 50
+
+Shapes of the speed issue: char model, 2 recurrent layers of 256 units, embedding 64,
+vocabulary 65, batch 64, sequence 100, Adam with gradient clipping. textgen's figure is the
+marginal rate of the real command: `textgen train --max-steps` is run for a few steps and for
+`--steps` more, and the difference of the wall times gives tokens per second of steady training
+(start-up, tracing and validation cancel out). PyTorch's `nn.LSTM` / `nn.GRU` / `nn.RNN` run the
+same loop in a separate process with its default threads (bench/torch_reference.py). Each rate
+is also given as a fraction of the float32 matmul peak measured in the same run (FLOPs per
+trained token = 3 x forward).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import matmul_peak_gflops
+
+UNITS, LAYERS, EMBEDDING, VOCAB, BATCH, SEQ = 256, 2, 64, 65, 64, 100
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+SHAKESPEARE = Path(os.environ.get("TEXTGEN_SHARED", Path(__file__).resolve().parents[2] / "shared")) / \
+    "data" / "tinyshakespeare.txt"
+
+
+def flops_per_trained_token(cell: str) -> float:
+    gates = GATES[cell] * UNITS
+    macs = (EMBEDDING + UNITS) * gates + (LAYERS - 1) * (2 * UNITS) * gates + UNITS * VOCAB
+    return 3 * 2 * macs  # forward, then backward at twice its cost
+
+
+def textgen_rate(cell: str, corpus: Path, folder: str, steps: int) -> float:
+    def run(max_steps: int) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "textgen", "train", str(corpus), "--cell", cell, "--layers",
+                        str(LAYERS), "--units", str(UNITS), "--embedding-dim", str(EMBEDDING), "--batch-size",
+                        str(BATCH), "--seq-len", str(SEQ), "--max-steps", str(max_steps), "--no-samples",
+                        "--quiet", "--output-dir", folder, "--name", cell, "--force"],
+                       check=True, capture_output=True)
+        return time.perf_counter() - start
+
+    short, full = run(5), run(5 + steps)
+    return steps * BATCH * SEQ / (full - short)
+
+
+def torch_rate(cell: str, steps: int) -> float | None:
+    script = Path(__file__).resolve().parent / "torch_reference.py"
+    shapes = [steps, UNITS, LAYERS, EMBEDDING, VOCAB, BATCH, SEQ]
+    result = subprocess.run([sys.executable, str(script), cell, *map(str, shapes)], capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        if "No module named 'torch'" in result.stderr:
+            return None
+        raise RuntimeError(result.stderr)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", default="lstm,gru,rnn")
+    parser.add_argument("--steps", type=int, default=50, help="measured steps per run")
+    args = parser.parse_args()
+    peak = matmul_peak_gflops()
+    results: dict = {"shapes": f"{LAYERS}x{UNITS}, embedding {EMBEDDING}, vocabulary {VOCAB}, batch {BATCH}, "
+                               f"seq {SEQ}", "matmul_peak_gflops": round(peak, 1), "cells": {}}
+    with tempfile.TemporaryDirectory() as folder:
+        for cell in args.cells.split(","):
+            flops = flops_per_trained_token(cell)
+            figures = {"arithmetic_bound_tokens_per_s": round(peak * 1e9 / flops)}
+            for name, rate in (("textgen", textgen_rate(cell, SHAKESPEARE, folder, args.steps)),
+                               ("pytorch", torch_rate(cell, args.steps))):
+                if rate is None:
+                    figures[name] = "torch is not installed (pip install torch==2.13.0)"
+                    continue
+                figures[name] = {"tokens_per_s": round(rate),
+                                 "fraction_of_peak": round(rate * flops / (peak * 1e9), 3)}
+            if isinstance(figures["pytorch"], dict):
+                figures["textgen_vs_pytorch"] = round(figures["textgen"]["tokens_per_s"]
+                                                      / figures["pytorch"]["tokens_per_s"], 2)
+            results["cells"][cell] = figures
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
