@@ -193,7 +193,8 @@ def train(sources: str | os.PathLike | Sequence[str | os.PathLike], *, level: st
           tfds_manual_dir: str | None = None, name: str | None = None,
           output_dir: str = "saved_models", force: bool = False, resume: bool = False,
           verbose: int = 1, epoch_samples: bool = True, **train_settings: Any) -> TextModel:
-    """Train a model and return it loaded; `train_settings` are TrainConfig fields (epochs, lr, ...).
+    """Train a model and return it loaded; `train_settings` are TrainConfig fields (epochs, lr,
+    steps_per_epoch, ...).
 
     >>> model = textgen.train(corpus, level="word", cell="lstm", layers=1, units=16, seq_len=16,
     ...                       epochs=1, output_dir=models, name="words", verbose=0)

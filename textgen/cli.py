@@ -104,6 +104,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
               help="Tokens per training window.")
 @click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
 @click.option("--epochs", type=POSITIVE, default=20, show_default=True)
+@click.option("--steps-per-epoch", type=POSITIVE, default=None,
+              help="An epoch is this many steps over the text repeated endlessly (default: one pass).")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True,
               help="Adam learning rate.")
 @click.option("--clipnorm", type=click.FloatRange(0), default=5.0, show_default=True,
@@ -134,8 +136,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
               help="Print a short sample after each epoch.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def train(sources, level, cell, layers, units, embedding_dim, dropout, seq_len, batch_size, epochs,
-          lr, clipnorm, seed, max_vocab, val_fraction, val_file, encoding, precision, max_steps,
-          time_limit, name, output_dir, force, resume, tfds_data_dir, tfds_manual_dir, samples,
+          steps_per_epoch, lr, clipnorm, seed, max_vocab, val_fraction, val_file, encoding, precision,
+          max_steps, time_limit, name, output_dir, force, resume, tfds_data_dir, tfds_manual_dir, samples,
           quiet) -> None:
     """Train a model on text files, folders of .txt files, or tfds:NAME.
 
@@ -154,7 +156,8 @@ def train(sources, level, cell, layers, units, embedding_dim, dropout, seq_len, 
         ModelOptions(cell, layers, units, embedding_dim, dropout),
         TrainConfig(seq_len=seq_len, batch_size=batch_size, epochs=epochs, lr=lr,
                     clipnorm=clipnorm or None, seed=seed, precision=precision,
-                    val_fraction=val_fraction, max_steps=max_steps, time_limit=time_limit),
+                    val_fraction=val_fraction, max_steps=max_steps, time_limit=time_limit,
+                    steps_per_epoch=steps_per_epoch),
         RunOptions(name, output_dir, force, resume, 0 if quiet else 1, samples,
                    log=lambda message: click.echo(message)),
     )

@@ -53,10 +53,14 @@ class TrainConfig:
     early_stopping_patience: int = 3
     max_steps: int | None = None
     time_limit: float | None = None
+    steps_per_epoch: int | None = None  # None: an epoch is one pass over the text
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "batch_size", "epochs"):
             if getattr(self, name) < 1:
+                raise TextgenError(f"{name.replace('_', '-')} must be at least 1")
+        for name in ("max_steps", "steps_per_epoch"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise TextgenError(f"{name.replace('_', '-')} must be at least 1")
         if self.lr <= 0:
             raise TextgenError("lr must be positive")

@@ -163,10 +163,18 @@ class Budget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+BACKUP_DIR = "backup"
+BACKUP_METADATA = "training_metadata.json"  # Keras' name; we add "steps" to it
+
+
 class RunBackup(keras.callbacks.BackupAndRestore):
     """Keras' BackupAndRestore (every epoch, kept after training), except that an epoch cut
     short by the budget is recorded as unfinished: `--resume` runs that epoch again in full
-    instead of counting its few steps as a whole epoch."""
+    instead of counting its few steps as a whole epoch.
+
+    Each backup also records the optimizer's step count, so that an endless-data run resumes
+    where its data left off (`backed_up_steps`), and is written atomically.
+    """
 
     def __init__(self, backup_dir: Path, budget: Budget):
         super().__init__(str(backup_dir), delete_checkpoint=False, double_checkpoint=True)
@@ -177,6 +185,29 @@ class RunBackup(keras.callbacks.BackupAndRestore):
         if self.budget.cut_epoch:
             self._current_epoch = epoch
             self._save_model()
+
+    def _save_model(self):
+        backup = Path(self.backup_dir)
+        backup.mkdir(parents=True, exist_ok=True)
+        weights, metadata = Path(self._weights_path), Path(self._training_metadata_path)
+        if self.double_checkpoint and weights.exists():
+            shutil.copyfile(weights, self._prev_weights_path)
+            if metadata.exists():
+                shutil.copyfile(metadata, self._prev_training_metadata_path)
+        saving = backup / "saving.weights.h5"
+        self.model.save_weights(saving, overwrite=True)
+        saving.replace(weights)
+        # Weights first: a crash between the two files costs a repeated stretch, never a skipped one.
+        artifacts.write_json_atomic(metadata, {"epoch": self._current_epoch, "batch": self._last_batch_seen,
+                                               "steps": int(self.model.optimizer.iterations)})
+
+
+def backed_up_steps(backup_dir: Path) -> int:
+    """Training steps behind the last backup (0 without one)."""
+    try:
+        return int(json.loads((backup_dir / BACKUP_METADATA).read_text(encoding="utf-8"))["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 class EpochSamples(keras.callbacks.Callback):
@@ -319,7 +350,9 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     config = run_config.train
     model = build_model(run_config.model)
     _compile(model, config)
-    train_ds = training_dataset(data.train, config.seq_len, config.batch_size, config.seed)
+    endless = config.steps_per_epoch is not None
+    train_ds = training_dataset(data.train, config.seq_len, config.batch_size, config.seed, endless=endless,
+                                skip_batches=backed_up_steps(run_dir / BACKUP_DIR) if endless else 0)
     val_ds = evaluation_dataset(data.val, config.seq_len, config.batch_size)
 
     val_chars_per_token = (data.val.chars or data.val.tokens) / data.val.tokens
@@ -333,7 +366,7 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
         checkpoint.best = min(previous)
     callbacks: list[keras.callbacks.Callback] = [
         budget,
-        RunBackup(run_dir / "backup", budget),
+        RunBackup(run_dir / BACKUP_DIR, budget),
         history,
         checkpoint,
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience),
@@ -350,12 +383,14 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     log(f"Training {run_config.model.cell.upper()} {run_config.model.layers}x{run_config.model.units} "
         f"({params:,} parameters, vocabulary {run_config.model.vocab_size:,}, {run_config.level} level, "
         f"{run_config.precision_used}) on {data.train.tokens:,} tokens; validating on "
-        f"{data.val.tokens:,}.")
+        f"{data.val.tokens:,}"
+        + (f"; epochs of {config.steps_per_epoch:,} steps over the repeated text." if endless else "."))
     start = time.perf_counter()
     interrupted = False
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-                  shuffle=False, verbose=2 if options.verbose == 2 else ("auto" if options.verbose else 0))
+                  steps_per_epoch=config.steps_per_epoch, shuffle=False,
+                  verbose=2 if options.verbose == 2 else ("auto" if options.verbose else 0))
     except KeyboardInterrupt:
         interrupted = True
         log("\nInterrupted: saving what was finished...")
@@ -364,7 +399,8 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     epochs_done = len(losses)
     stopped = _stop_reason(interrupted, budget.reason, losses, config.epochs)
     val_losses = [v for v in history.history.get("val_loss", []) if v is not None]
-    result = {"stopped": stopped, "epochs": epochs_done, "steps": budget.steps,
+    # all the steps behind these weights, those of earlier (resumed) sessions included
+    result = {"stopped": stopped, "epochs": epochs_done, "steps": int(model.optimizer.iterations),
               "train_seconds": round(seconds, 2),
               "best_val_loss": min(val_losses) if val_losses else None,
               "parameters": params}
