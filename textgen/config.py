@@ -54,12 +54,13 @@ class TrainConfig:
     max_steps: int | None = None
     time_limit: float | None = None
     steps_per_epoch: int | None = None  # None: an epoch is one pass over the text
+    backup_every: int | None = None  # steps; None: each epoch, and every 10 minutes within one
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise TextgenError(f"{name.replace('_', '-')} must be at least 1")
-        for name in ("max_steps", "steps_per_epoch"):
+        for name in ("max_steps", "steps_per_epoch", "backup_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise TextgenError(f"{name.replace('_', '-')} must be at least 1")
         if self.lr <= 0:

@@ -165,25 +165,49 @@ class Budget(keras.callbacks.Callback):
 
 BACKUP_DIR = "backup"
 BACKUP_METADATA = "training_metadata.json"  # Keras' name; we add "steps" to it
+BACKUP_SECONDS = 600.0  # without --backup-every: within an epoch, a backup every 10 minutes
 
 
 class RunBackup(keras.callbacks.BackupAndRestore):
-    """Keras' BackupAndRestore (every epoch, kept after training), except that an epoch cut
-    short by the budget is recorded as unfinished: `--resume` runs that epoch again in full
-    instead of counting its few steps as a whole epoch.
+    """Keras' BackupAndRestore, kept after training, with these changes:
 
-    Each backup also records the optimizer's step count, so that an endless-data run resumes
-    where its data left off (`backed_up_steps`), and is written atomically.
+    - every finished epoch is backed up, and within epochs every `every_steps` steps (Keras'
+      `save_freq`) or, without it, every `every_seconds` of training, so that long epochs lose
+      little to a crash while short ones are not slowed by saving;
+    - an epoch cut short by the budget is recorded as unfinished: `--resume` runs that epoch
+      again in full instead of counting its few steps as a whole epoch;
+    - each backup records the optimizer's step count, so that an endless-data run resumes
+      where its data left off (`backed_up_steps`), and is written atomically.
+
+    A resumed run starts the interrupted epoch again from its first batch (Keras cannot start an
+    epoch in the middle), with the weights and optimizer state of the last backup.
     """
 
-    def __init__(self, backup_dir: Path, budget: Budget):
-        super().__init__(str(backup_dir), delete_checkpoint=False, double_checkpoint=True)
+    def __init__(self, backup_dir: Path, budget: Budget, every_steps: int | None = None,
+                 every_seconds: float | None = BACKUP_SECONDS):
+        super().__init__(str(backup_dir), save_freq=every_steps or "epoch", delete_checkpoint=False,
+                         double_checkpoint=True)
         self.budget = budget
+        self.every_seconds = None if every_steps else every_seconds
+        self._saved_at = time.monotonic()
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._saved_at = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)  # the `save_freq` steps
+        if self.every_seconds is not None:
+            self._last_batch_seen = batch
+            if time.monotonic() - self._saved_at >= self.every_seconds:
+                self._save_model()
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
+        super().on_epoch_end(epoch, logs)  # marks the epoch finished; saves unless steps are counted
         if self.budget.cut_epoch:
             self._current_epoch = epoch
+            self._save_model()
+        elif self.save_freq != "epoch":
             self._save_model()
 
     def _save_model(self):
@@ -200,6 +224,7 @@ class RunBackup(keras.callbacks.BackupAndRestore):
         # Weights first: a crash between the two files costs a repeated stretch, never a skipped one.
         artifacts.write_json_atomic(metadata, {"epoch": self._current_epoch, "batch": self._last_batch_seen,
                                                "steps": int(self.model.optimizer.iterations)})
+        self._saved_at = time.monotonic()
 
 
 def backed_up_steps(backup_dir: Path) -> int:
@@ -311,7 +336,8 @@ def train(data_options: DataOptions, model_options: ModelOptions, train_config: 
         data_options = dataclasses.replace(data_options, level=saved.level)
         model_options = ModelOptions(**{k: v for k, v in dataclasses.asdict(saved.model).items()
                                         if k != "vocab_size"})
-        budget_settings = {k: getattr(train_config, k) for k in ("epochs", "max_steps", "time_limit")}
+        budget_settings = {k: getattr(train_config, k)
+                           for k in ("epochs", "max_steps", "time_limit", "backup_every")}
         train_config = dataclasses.replace(saved.train, **budget_settings)
 
     data = prepare_data(data_options, train_config, tokenizer, log, progress=bool(run_options.verbose))
@@ -366,9 +392,11 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
         checkpoint.best = min(previous)
     callbacks: list[keras.callbacks.Callback] = [
         budget,
-        RunBackup(run_dir / BACKUP_DIR, budget),
         history,
         checkpoint,
+        # after the history and the best checkpoint: a crash between them repeats an epoch, and
+        # never leaves a backup counting an epoch that history.json lacks
+        RunBackup(run_dir / BACKUP_DIR, budget, config.backup_every, BACKUP_SECONDS),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(str(run_dir / artifacts.LOGS_DIR), write_graph=False,
