@@ -109,7 +109,7 @@ def training_dataset(source: TokenSource, seq_len: int, batch_size: int, seed: i
         dataset = dataset.repeat()
     dataset = dataset.batch(batch_size).map(_split_window, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.skip(skip_batches) if endless else _with_batches(dataset, source, seq_len, batch_size)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return _shardable(dataset).prefetch(tf.data.AUTOTUNE)
 
 
 def evaluation_dataset(source: TokenSource, seq_len: int, batch_size: int) -> tf.data.Dataset:
@@ -118,7 +118,19 @@ def evaluation_dataset(source: TokenSource, seq_len: int, batch_size: int) -> tf
     if source.tokens <= CACHE_MAX_TOKENS:
         dataset = dataset.cache()
     dataset = dataset.batch(batch_size).map(_split_window)
-    return _with_batches(dataset, source, seq_len, batch_size).prefetch(tf.data.AUTOTUNE)
+    return _shardable(_with_batches(dataset, source, seq_len, batch_size)).prefetch(tf.data.AUTOTUNE)
+
+
+def _shardable(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Let several workers share the batches: each keeps its part of every global batch.
+
+    Our windows come from a Python generator, not from files, so tf.distribute cannot give each
+    worker its own files; DATA sharding has every worker read the same (seeded, hence identical)
+    stream and keep its share of each batch. With a single worker the option changes nothing.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def _with_batches(dataset: tf.data.Dataset, source: TokenSource, seq_len: int,

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from textgen.data import (
     token_stream,
     training_dataset,
 )
+from textgen.distribute import Placement, is_chief, place, read_cluster
 from textgen.errors import TextgenError
 from textgen.evaluation import LN2, perplexity
 from textgen.generation import Generator
@@ -223,8 +225,13 @@ class RunBackup(keras.callbacks.BackupAndRestore):
         saving.replace(weights)
         # Weights first: a crash between the two files costs a repeated stretch, never a skipped one.
         artifacts.write_json_atomic(metadata, {"epoch": self._current_epoch, "batch": self._last_batch_seen,
-                                               "steps": int(self.model.optimizer.iterations)})
+                                               "steps": optimizer_steps(self.model)})
         self._saved_at = time.monotonic()
+
+
+def optimizer_steps(model: keras.Model) -> int:
+    """Training steps applied to the weights, as the optimizer counts them (under any strategy)."""
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
 def backed_up_steps(backup_dir: Path) -> int:
@@ -319,15 +326,53 @@ def _check_target(model_dir: Path, options: RunOptions) -> None:
 
 
 def train(data_options: DataOptions, model_options: ModelOptions, train_config: TrainConfig,
-          run_options: RunOptions) -> Path:
-    """Train and publish a model folder; returns its path. Ctrl-C saves what was finished."""
+          run_options: RunOptions) -> Path | None:
+    """Train and publish a model folder; returns its path. Ctrl-C saves what was finished.
+
+    In a multi-worker run every worker trains, but only the chief writes the model folder: the
+    others keep their files in a temporary folder, deleted at the end, and return None.
+    """
     log = run_options.log if run_options.verbose else (lambda message: None)
     name = run_options.name or default_name(data_options.sources, data_options.level)
     if not name or "/" in name or name.startswith("."):
         raise TextgenError(f"invalid model name {name!r}")
+    if train_config.strategy == "multi-worker" and train_config.time_limit is not None:
+        raise TextgenError("--time-limit cannot stop several workers at the same step; with --strategy "
+                           "multi-worker use --max-steps or --epochs")
+    if train_config.strategy != "multi-worker" or is_chief(*read_cluster()):
+        placement = place(train_config.strategy, train_config.cpu_devices)  # first: it configures devices
+        return _train(data_options, model_options, train_config, run_options, placement, name, log)
+    with tempfile.TemporaryDirectory(prefix="textgen-worker-") as scratch:
+        if run_options.resume:
+            _copy_unfinished_run(Path(run_options.output_dir) / name, Path(scratch) / name)
+        placement = place(train_config.strategy, train_config.cpu_devices)
+        _train(data_options, model_options, train_config,
+               dataclasses.replace(run_options, output_dir=scratch), placement, name, log)
+    return None
+
+
+def _copy_unfinished_run(model_dir: Path, scratch_model_dir: Path) -> None:
+    """Give a non-chief worker the chief's backup to resume from, as every worker must restore it.
+
+    This runs before the worker joins the cluster, and the chief writes nothing until all have
+    joined; temporary files (dot names, a weights file being saved) are left out all the same.
+    """
+    shared = artifacts.work_dir(model_dir)
+    if not (shared / artifacts.CONFIG_FILE).is_file():
+        raise TextgenError(f"this worker cannot see the unfinished run {shared}: to resume a multi-worker "
+                           "run, --output-dir must be a folder all workers share")
+    shutil.copytree(shared, artifacts.work_dir(scratch_model_dir),
+                    ignore=lambda folder, names: [n for n in names if n.startswith((".", "saving."))])
+
+
+def _train(data_options: DataOptions, model_options: ModelOptions, train_config: TrainConfig,
+           run_options: RunOptions, placement: Placement, name: str, log: Log) -> Path:
     model_dir = Path(run_options.output_dir) / name
     run_dir = artifacts.work_dir(model_dir)
     _check_target(model_dir, run_options)
+    if train_config.batch_size < placement.replicas:
+        raise TextgenError(f"--batch-size is the global batch, shared by {placement.replicas} replicas: "
+                           f"make it at least {placement.replicas}")
 
     tokenizer = None
     if run_options.resume:
@@ -336,9 +381,10 @@ def train(data_options: DataOptions, model_options: ModelOptions, train_config: 
         data_options = dataclasses.replace(data_options, level=saved.level)
         model_options = ModelOptions(**{k: v for k, v in dataclasses.asdict(saved.model).items()
                                         if k != "vocab_size"})
-        budget_settings = {k: getattr(train_config, k)
-                           for k in ("epochs", "max_steps", "time_limit", "backup_every")}
-        train_config = dataclasses.replace(saved.train, **budget_settings)
+        # the budget and the machinery may change between sessions; the model and its training not
+        session = {k: getattr(train_config, k) for k in ("epochs", "max_steps", "time_limit", "backup_every",
+                                                         "strategy", "cpu_devices")}
+        train_config = dataclasses.replace(saved.train, **session)
 
     data = prepare_data(data_options, train_config, tokenizer, log, progress=bool(run_options.verbose))
     if run_options.resume and data.description.get("tokens") != saved.corpus.get("tokens"):
@@ -348,7 +394,8 @@ def train(data_options: DataOptions, model_options: ModelOptions, train_config: 
     precision = resolve_precision(train_config.precision)
     run_config = RunConfig(model=model_options.config(data.tokenizer.vocab_size), train=train_config,
                            level=data.tokenizer.level, corpus=data.description,
-                           precision_used=precision)
+                           precision_used=precision, strategy_used=placement.name,
+                           replicas=placement.replicas, workers=placement.workers)
 
     if run_options.force and not run_options.resume:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -360,7 +407,7 @@ def train(data_options: DataOptions, model_options: ModelOptions, train_config: 
     keras.utils.set_random_seed(train_config.seed)
     apply_precision(precision)
     try:
-        return _fit_and_publish(data, run_config, model_dir, run_dir, run_options, log)
+        return _fit_and_publish(data, run_config, model_dir, run_dir, run_options, placement, log)
     finally:
         apply_precision("float32")
 
@@ -372,10 +419,11 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
 
 
 def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path, run_dir: Path,
-                     options: RunOptions, log: Log) -> Path:
+                     options: RunOptions, placement: Placement, log: Log) -> Path:
     config = run_config.train
-    model = build_model(run_config.model)
-    _compile(model, config)
+    with placement.strategy.scope():  # variables made here are mirrored on every replica
+        model = build_model(run_config.model)
+        _compile(model, config)
     endless = config.steps_per_epoch is not None
     train_ds = training_dataset(data.train, config.seq_len, config.batch_size, config.seed, endless=endless,
                                 skip_batches=backed_up_steps(run_dir / BACKUP_DIR) if endless else 0)
@@ -412,7 +460,9 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
         f"({params:,} parameters, vocabulary {run_config.model.vocab_size:,}, {run_config.level} level, "
         f"{run_config.precision_used}) on {data.train.tokens:,} tokens; validating on "
         f"{data.val.tokens:,}"
-        + (f"; epochs of {config.steps_per_epoch:,} steps over the repeated text." if endless else "."))
+        + (f"; epochs of {config.steps_per_epoch:,} steps over the repeated text" if endless else "")
+        + (f"; {placement.describe()} share each batch of {config.batch_size}"
+           if placement.name != "one-device" else "") + ".")
     start = time.perf_counter()
     interrupted = False
     try:
@@ -428,11 +478,16 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     stopped = _stop_reason(interrupted, budget.reason, losses, config.epochs)
     val_losses = [v for v in history.history.get("val_loss", []) if v is not None]
     # all the steps behind these weights, those of earlier (resumed) sessions included
-    result = {"stopped": stopped, "epochs": epochs_done, "steps": int(model.optimizer.iterations),
+    result = {"stopped": stopped, "epochs": epochs_done, "steps": optimizer_steps(model),
               "train_seconds": round(seconds, 2),
               "best_val_loss": min(val_losses) if val_losses else None,
               "parameters": params}
     final_config = dataclasses.replace(run_config, result=result)
+    if not placement.is_chief:
+        log(f"{placement.task} done ({stopped} after {epochs_done} epoch(s)); the chief saves the model.")
+        if interrupted:
+            raise KeyboardInterrupt
+        return model_dir
     with artifacts.sigint_deferred():
         _publish(model, final_config, data.tokenizer, history.history, model_dir, run_dir)
         unfinished = stopped in ("interrupted", "max_steps", "time_limit")
