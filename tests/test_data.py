@@ -83,3 +83,18 @@ def test_streaming_memory_does_not_grow_with_the_corpus(tokenizer_class, tmp_pat
         assert windows == total // 101
     # 4x the text as int32 ids alone would be 17 MB; streaming stays at a few MB, whatever the size
     assert peaks[1] < 1.3 * peaks[0] + 2**20 and peaks[1] < 8 * 2**20, peaks
+
+
+def test_endless_data_runs_across_passes_and_a_resume_skips_what_was_trained():
+    tokenizer, total = CharTokenizer.fit([TEXT])
+    train, _ = split_tail(tokenizer, TextCorpus(TEXT), total, 0.1, 10**6)  # 90 windows of 10
+    endless = training_dataset(train, seq_len=9, batch_size=8, seed=1, endless=True)
+    assert endless.cardinality().numpy() == -1  # infinite
+    batches = [inputs.numpy() for inputs, _ in endless.take(25)]  # 200 windows: over two passes
+    assert all(b.shape == (8, 9) for b in batches)  # no short batch at the end of a pass
+    one_pass = np.concatenate([i.numpy() for i, _ in training_dataset(train, 9, 8, seed=1)])
+    for start in (0, 90):  # each pass holds every window once
+        assert sorted(map(tuple, np.concatenate(batches)[start:start + 90])) == sorted(map(tuple, one_pass))
+    resumed = training_dataset(train, seq_len=9, batch_size=8, seed=1, endless=True, skip_batches=20)
+    for expected, (inputs, _) in zip(batches[20:], resumed.take(5), strict=True):
+        np.testing.assert_array_equal(inputs.numpy(), expected)

@@ -223,8 +223,10 @@ def train(sources: str | os.PathLike | Sequence[str | os.PathLike], *, level: st
           val_file: str | None = None, tfds_data_dir: str | None = None,
           tfds_manual_dir: str | None = None, name: str | None = None,
           output_dir: str = "saved_models", force: bool = False, resume: bool = False,
-          verbose: int = 1, epoch_samples: bool = True, **train_settings: Any) -> TextModel:
-    """Train a model and return it loaded; `train_settings` are TrainConfig fields (epochs, lr, ...).
+          verbose: int = 1, epoch_samples: bool = True, **train_settings: Any) -> TextModel | None:
+    """Train a model and return it loaded; `train_settings` are TrainConfig fields (epochs, lr,
+    steps_per_epoch, strategy, ...). With `strategy="multi-worker"`, only the chief saves and
+    returns the model; the other workers return None.
 
     >>> model = textgen.train(corpus, level="word", cell="lstm", layers=1, units=16, seq_len=16,
     ...                       epochs=1, output_dir=models, name="words", verbose=0)
@@ -247,4 +249,4 @@ def train(sources: str | os.PathLike | Sequence[str | os.PathLike], *, level: st
         TrainConfig(**train_settings),
         RunOptions(name, output_dir, force, resume, verbose, epoch_samples),
     )
-    return load(path)
+    return None if path is None else load(path)

@@ -94,8 +94,13 @@ def info_lines(summary: ModelSummary) -> list[str]:
         f"vocabulary   {m.vocab_size:,} {c.level} tokens (id 0 is the unknown token)",
         f"corpus       {_describe_corpus(c.corpus)}",
         f"training     seq-len {t.seq_len}, batch {t.batch_size}, lr {t.lr:g}, "
-        f"clipnorm {t.clipnorm or 'off'}, seed {t.seed}, {c.precision_used}",
+        f"clipnorm {t.clipnorm or 'off'}, seed {t.seed}, {c.precision_used}"
+        + (f", epochs of {t.steps_per_epoch:,} steps" if t.steps_per_epoch else ""),
     ]
+    if c.strategy_used != "one-device":
+        workers = f" on {c.workers} workers" if c.workers > 1 else ""
+        lines.append(f"strategy     {c.strategy_used}, {c.replicas} replicas{workers} (batch {t.batch_size} "
+                     "shared among them)")
     if r:
         minutes = r.get("train_seconds", 0) / 60
         lines.append(f"run          {r.get('epochs', 0)} epoch(s), {r.get('steps', 0):,} steps, "

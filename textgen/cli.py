@@ -99,6 +99,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
               help="Tokens per training window.")
 @click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
 @click.option("--epochs", type=POSITIVE, default=20, show_default=True)
+@click.option("--steps-per-epoch", type=POSITIVE, default=None,
+              help="An epoch is this many steps over the text repeated endlessly (default: one pass).")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True,
               help="Adam learning rate.")
 @click.option("--clipnorm", type=click.FloatRange(0), default=5.0, show_default=True,
@@ -117,6 +119,15 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.option("--max-steps", type=POSITIVE, default=None, help="Stop after this many steps, then save.")
 @click.option("--time-limit", type=click.FloatRange(0, min_open=True), default=None,
               help="Stop after this many seconds of training, then save.")
+@click.option("--strategy", type=click.Choice(["auto", "one-device", "mirrored", "multi-worker"]),
+              default="auto", show_default=True,
+              help="tf.distribute strategy. auto: mirrored over several GPUs (or --cpu-devices), else "
+                   "one device; multi-worker reads TF_CONFIG. --batch-size is the global batch.")
+@click.option("--cpu-devices", type=POSITIVE, default=None,
+              help="Split the CPU into N logical devices, for --strategy mirrored without GPUs.")
+@click.option("--backup-every", type=POSITIVE, default=None,
+              help="Back the run up every N steps for --resume (default: after each epoch, and "
+                   "every 10 minutes within one).")
 @click.option("--name", default=None, help="Model folder name (default: from the corpus and level).")
 @click.option("--output-dir", default="saved_models", show_default=True, type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite an existing model of the same name.")
@@ -129,9 +140,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
               help="Print a short sample after each epoch.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def train(sources, level, cell, layers, units, embedding_dim, dropout, seq_len, batch_size, epochs,
-          lr, clipnorm, seed, max_vocab, val_fraction, val_file, encoding, precision, max_steps,
-          time_limit, name, output_dir, force, resume, tfds_data_dir, tfds_manual_dir, samples,
-          quiet) -> None:
+          steps_per_epoch, lr, clipnorm, seed, max_vocab, val_fraction, val_file, encoding, precision,
+          max_steps, time_limit, strategy, cpu_devices, backup_every, name, output_dir, force, resume,
+          tfds_data_dir, tfds_manual_dir, samples, quiet) -> None:
     """Train a model on text files, folders of .txt files, or tfds:NAME.
 
     \b
@@ -149,7 +160,9 @@ def train(sources, level, cell, layers, units, embedding_dim, dropout, seq_len, 
         ModelOptions(cell, layers, units, embedding_dim, dropout),
         TrainConfig(seq_len=seq_len, batch_size=batch_size, epochs=epochs, lr=lr,
                     clipnorm=clipnorm or None, seed=seed, precision=precision,
-                    val_fraction=val_fraction, max_steps=max_steps, time_limit=time_limit),
+                    val_fraction=val_fraction, max_steps=max_steps, time_limit=time_limit,
+                    steps_per_epoch=steps_per_epoch, backup_every=backup_every, strategy=strategy,
+                    cpu_devices=cpu_devices),
         RunOptions(name, output_dir, force, resume, 0 if quiet else 1, samples,
                    log=lambda message: click.echo(message)),
     )

@@ -14,6 +14,7 @@ FORMAT_VERSION = 1
 CELLS = ("lstm", "gru", "rnn")
 LEVELS = ("char", "word")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,17 @@ class TrainConfig:
     early_stopping_patience: int = 3
     max_steps: int | None = None
     time_limit: float | None = None
+    steps_per_epoch: int | None = None  # None: an epoch is one pass over the text
+    backup_every: int | None = None  # steps; None: each epoch, and every 10 minutes within one
+    strategy: str = "auto"  # tf.distribute strategy; batch_size is the global batch
+    cpu_devices: int | None = None  # logical devices the CPU is split into (for mirrored)
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "batch_size", "epochs"):
             if getattr(self, name) < 1:
+                raise TextgenError(f"{name.replace('_', '-')} must be at least 1")
+        for name in ("max_steps", "steps_per_epoch", "backup_every", "cpu_devices"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise TextgenError(f"{name.replace('_', '-')} must be at least 1")
         if self.lr <= 0:
             raise TextgenError("lr must be positive")
@@ -64,6 +72,8 @@ class TrainConfig:
             raise TextgenError("clipnorm must be positive (use 0 on the command line to turn it off)")
         if self.precision not in PRECISIONS:
             raise TextgenError(f"unknown precision {self.precision!r}")
+        if self.strategy not in STRATEGIES:
+            raise TextgenError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         if not 0.0 < self.val_fraction < 1.0:
             raise TextgenError("val-fraction must be between 0 and 1")
 
@@ -77,6 +87,9 @@ class RunConfig:
     level: str = "char"
     corpus: dict[str, Any] = field(default_factory=dict)
     precision_used: str = "float32"
+    strategy_used: str = "one-device"
+    replicas: int = 1  # model copies trained in sync, over all workers
+    workers: int = 1
     result: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
@@ -97,6 +110,9 @@ class RunConfig:
             level=data["level"],
             corpus=data.get("corpus", {}),
             precision_used=data.get("precision_used", "float32"),
+            strategy_used=data.get("strategy_used", "one-device"),
+            replicas=data.get("replicas", 1),
+            workers=data.get("workers", 1),
             result=data.get("result", {}),
             format_version=version,
         )

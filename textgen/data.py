@@ -70,6 +70,10 @@ class TokenSource:
     def windows(self, seq_len: int) -> int:
         return self.tokens // (seq_len + 1)
 
+    def batches(self, seq_len: int, batch_size: int) -> int:
+        """Batches in one pass over the text (the last one may be short)."""
+        return -(-self.windows(seq_len) // batch_size)
+
 
 def window_dataset(source: TokenSource, seq_len: int, *, with_lengths: bool = False) -> tf.data.Dataset:
     """Single windows of `seq_len + 1` ids (and their character lengths if asked)."""
@@ -86,15 +90,26 @@ def _split_window(window: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return window[:, :-1], window[:, 1:]
 
 
-def training_dataset(source: TokenSource, seq_len: int, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Shuffled batches of (inputs, targets), reshuffled every epoch."""
+def training_dataset(source: TokenSource, seq_len: int, batch_size: int, seed: int, *,
+                     endless: bool = False, skip_batches: int = 0) -> tf.data.Dataset:
+    """Shuffled batches of (inputs, targets), reshuffled every pass over the text.
+
+    `endless` repeats the text forever (epochs are then a number of steps, `--steps-per-epoch`):
+    batches run across the end of one pass into the next, so every batch is full. A resumed
+    endless run skips the `skip_batches` it already trained on, so it goes on with new text
+    instead of starting the corpus again; the order is the same as an uninterrupted run's,
+    because the shuffle is seeded.
+    """
     dataset = window_dataset(source, seq_len)
     if source.tokens <= CACHE_MAX_TOKENS:
         dataset = dataset.cache()
     dataset = dataset.shuffle(min(SHUFFLE_WINDOWS, max(source.windows(seq_len), 1)), seed=seed,
                               reshuffle_each_iteration=True)
+    if endless:
+        dataset = dataset.repeat()
     dataset = dataset.batch(batch_size).map(_split_window, num_parallel_calls=tf.data.AUTOTUNE)
-    return _with_batches(dataset, source, seq_len, batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.skip(skip_batches) if endless else _with_batches(dataset, source, seq_len, batch_size)
+    return _shardable(dataset).prefetch(tf.data.AUTOTUNE)
 
 
 def evaluation_dataset(source: TokenSource, seq_len: int, batch_size: int) -> tf.data.Dataset:
@@ -103,14 +118,25 @@ def evaluation_dataset(source: TokenSource, seq_len: int, batch_size: int) -> tf
     if source.tokens <= CACHE_MAX_TOKENS:
         dataset = dataset.cache()
     dataset = dataset.batch(batch_size).map(_split_window)
-    return _with_batches(dataset, source, seq_len, batch_size).prefetch(tf.data.AUTOTUNE)
+    return _shardable(_with_batches(dataset, source, seq_len, batch_size)).prefetch(tf.data.AUTOTUNE)
+
+
+def _shardable(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Let several workers share the batches: each keeps its part of every global batch.
+
+    Our windows come from a Python generator, not from files, so tf.distribute cannot give each
+    worker its own files; DATA sharding has every worker read the same (seeded, hence identical)
+    stream and keep its share of each batch. With a single worker the option changes nothing.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def _with_batches(dataset: tf.data.Dataset, source: TokenSource, seq_len: int,
                   batch_size: int) -> tf.data.Dataset:
     """State the number of batches, so Keras shows real progress bars from the first epoch."""
-    batches = -(-source.windows(seq_len) // batch_size)
-    return dataset.apply(tf.data.experimental.assert_cardinality(batches))
+    return dataset.apply(tf.data.experimental.assert_cardinality(source.batches(seq_len, batch_size)))
 
 
 def measured_source(tokenizer: Tokenizer, corpus: Corpus, description: str) -> TokenSource:

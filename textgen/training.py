@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from textgen.data import (
     token_stream,
     training_dataset,
 )
+from textgen.distribute import Placement, is_chief, place, read_cluster
 from textgen.errors import TextgenError
 from textgen.evaluation import LN2, perplexity
 from textgen.generation import Generator
@@ -163,20 +165,81 @@ class Budget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class RunBackup(keras.callbacks.BackupAndRestore):
-    """Keras' BackupAndRestore (every epoch, kept after training), except that an epoch cut
-    short by the budget is recorded as unfinished: `--resume` runs that epoch again in full
-    instead of counting its few steps as a whole epoch."""
+BACKUP_DIR = "backup"
+BACKUP_METADATA = "training_metadata.json"  # Keras' name; we add "steps" to it
+BACKUP_SECONDS = 600.0  # without --backup-every: within an epoch, a backup every 10 minutes
 
-    def __init__(self, backup_dir: Path, budget: Budget):
-        super().__init__(str(backup_dir), delete_checkpoint=False, double_checkpoint=True)
+
+class RunBackup(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore, kept after training, with these changes:
+
+    - every finished epoch is backed up, and within epochs every `every_steps` steps (Keras'
+      `save_freq`) or, without it, every `every_seconds` of training, so that long epochs lose
+      little to a crash while short ones are not slowed by saving;
+    - an epoch cut short by the budget is recorded as unfinished: `--resume` runs that epoch
+      again in full instead of counting its few steps as a whole epoch;
+    - each backup records the optimizer's step count, so that an endless-data run resumes
+      where its data left off (`backed_up_steps`), and is written atomically.
+
+    A resumed run starts the interrupted epoch again from its first batch (Keras cannot start an
+    epoch in the middle), with the weights and optimizer state of the last backup.
+    """
+
+    def __init__(self, backup_dir: Path, budget: Budget, every_steps: int | None = None,
+                 every_seconds: float | None = BACKUP_SECONDS):
+        super().__init__(str(backup_dir), save_freq=every_steps or "epoch", delete_checkpoint=False,
+                         double_checkpoint=True)
         self.budget = budget
+        self.every_seconds = None if every_steps else every_seconds
+        self._saved_at = time.monotonic()
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._saved_at = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)  # the `save_freq` steps
+        if self.every_seconds is not None:
+            self._last_batch_seen = batch
+            if time.monotonic() - self._saved_at >= self.every_seconds:
+                self._save_model()
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
+        super().on_epoch_end(epoch, logs)  # marks the epoch finished; saves unless steps are counted
         if self.budget.cut_epoch:
             self._current_epoch = epoch
             self._save_model()
+        elif self.save_freq != "epoch":
+            self._save_model()
+
+    def _save_model(self):
+        backup = Path(self.backup_dir)
+        backup.mkdir(parents=True, exist_ok=True)
+        weights, metadata = Path(self._weights_path), Path(self._training_metadata_path)
+        if self.double_checkpoint and weights.exists():
+            shutil.copyfile(weights, self._prev_weights_path)
+            if metadata.exists():
+                shutil.copyfile(metadata, self._prev_training_metadata_path)
+        saving = backup / "saving.weights.h5"
+        self.model.save_weights(saving, overwrite=True)
+        saving.replace(weights)
+        # Weights first: a crash between the two files costs a repeated stretch, never a skipped one.
+        artifacts.write_json_atomic(metadata, {"epoch": self._current_epoch, "batch": self._last_batch_seen,
+                                               "steps": optimizer_steps(self.model)})
+        self._saved_at = time.monotonic()
+
+
+def optimizer_steps(model: keras.Model) -> int:
+    """Training steps applied to the weights, as the optimizer counts them (under any strategy)."""
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+def backed_up_steps(backup_dir: Path) -> int:
+    """Training steps behind the last backup (0 without one)."""
+    try:
+        return int(json.loads((backup_dir / BACKUP_METADATA).read_text(encoding="utf-8"))["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 class EpochSamples(keras.callbacks.Callback):
@@ -263,15 +326,53 @@ def _check_target(model_dir: Path, options: RunOptions) -> None:
 
 
 def train(data_options: DataOptions, model_options: ModelOptions, train_config: TrainConfig,
-          run_options: RunOptions) -> Path:
-    """Train and publish a model folder; returns its path. Ctrl-C saves what was finished."""
+          run_options: RunOptions) -> Path | None:
+    """Train and publish a model folder; returns its path. Ctrl-C saves what was finished.
+
+    In a multi-worker run every worker trains, but only the chief writes the model folder: the
+    others keep their files in a temporary folder, deleted at the end, and return None.
+    """
     log = run_options.log if run_options.verbose else (lambda message: None)
     name = run_options.name or default_name(data_options.sources, data_options.level)
     if not name or "/" in name or name.startswith("."):
         raise TextgenError(f"invalid model name {name!r}")
+    if train_config.strategy == "multi-worker" and train_config.time_limit is not None:
+        raise TextgenError("--time-limit cannot stop several workers at the same step; with --strategy "
+                           "multi-worker use --max-steps or --epochs")
+    if train_config.strategy != "multi-worker" or is_chief(*read_cluster()):
+        placement = place(train_config.strategy, train_config.cpu_devices)  # first: it configures devices
+        return _train(data_options, model_options, train_config, run_options, placement, name, log)
+    with tempfile.TemporaryDirectory(prefix="textgen-worker-") as scratch:
+        if run_options.resume:
+            _copy_unfinished_run(Path(run_options.output_dir) / name, Path(scratch) / name)
+        placement = place(train_config.strategy, train_config.cpu_devices)
+        _train(data_options, model_options, train_config,
+               dataclasses.replace(run_options, output_dir=scratch), placement, name, log)
+    return None
+
+
+def _copy_unfinished_run(model_dir: Path, scratch_model_dir: Path) -> None:
+    """Give a non-chief worker the chief's backup to resume from, as every worker must restore it.
+
+    This runs before the worker joins the cluster, and the chief writes nothing until all have
+    joined; temporary files (dot names, a weights file being saved) are left out all the same.
+    """
+    shared = artifacts.work_dir(model_dir)
+    if not (shared / artifacts.CONFIG_FILE).is_file():
+        raise TextgenError(f"this worker cannot see the unfinished run {shared}: to resume a multi-worker "
+                           "run, --output-dir must be a folder all workers share")
+    shutil.copytree(shared, artifacts.work_dir(scratch_model_dir),
+                    ignore=lambda folder, names: [n for n in names if n.startswith((".", "saving."))])
+
+
+def _train(data_options: DataOptions, model_options: ModelOptions, train_config: TrainConfig,
+           run_options: RunOptions, placement: Placement, name: str, log: Log) -> Path:
     model_dir = Path(run_options.output_dir) / name
     run_dir = artifacts.work_dir(model_dir)
     _check_target(model_dir, run_options)
+    if train_config.batch_size < placement.replicas:
+        raise TextgenError(f"--batch-size is the global batch, shared by {placement.replicas} replicas: "
+                           f"make it at least {placement.replicas}")
 
     tokenizer = None
     if run_options.resume:
@@ -280,8 +381,10 @@ def train(data_options: DataOptions, model_options: ModelOptions, train_config: 
         data_options = dataclasses.replace(data_options, level=saved.level)
         model_options = ModelOptions(**{k: v for k, v in dataclasses.asdict(saved.model).items()
                                         if k != "vocab_size"})
-        budget_settings = {k: getattr(train_config, k) for k in ("epochs", "max_steps", "time_limit")}
-        train_config = dataclasses.replace(saved.train, **budget_settings)
+        # the budget and the machinery may change between sessions; the model and its training not
+        session = {k: getattr(train_config, k) for k in ("epochs", "max_steps", "time_limit", "backup_every",
+                                                         "strategy", "cpu_devices")}
+        train_config = dataclasses.replace(saved.train, **session)
 
     data = prepare_data(data_options, train_config, tokenizer, log, progress=bool(run_options.verbose))
     if run_options.resume and data.description.get("tokens") != saved.corpus.get("tokens"):
@@ -291,7 +394,8 @@ def train(data_options: DataOptions, model_options: ModelOptions, train_config: 
     precision = resolve_precision(train_config.precision)
     run_config = RunConfig(model=model_options.config(data.tokenizer.vocab_size), train=train_config,
                            level=data.tokenizer.level, corpus=data.description,
-                           precision_used=precision)
+                           precision_used=precision, strategy_used=placement.name,
+                           replicas=placement.replicas, workers=placement.workers)
 
     if run_options.force and not run_options.resume:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -303,7 +407,7 @@ def train(data_options: DataOptions, model_options: ModelOptions, train_config: 
     keras.utils.set_random_seed(train_config.seed)
     apply_precision(precision)
     try:
-        return _fit_and_publish(data, run_config, model_dir, run_dir, run_options, log)
+        return _fit_and_publish(data, run_config, model_dir, run_dir, run_options, placement, log)
     finally:
         apply_precision("float32")
 
@@ -315,11 +419,14 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
 
 
 def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path, run_dir: Path,
-                     options: RunOptions, log: Log) -> Path:
+                     options: RunOptions, placement: Placement, log: Log) -> Path:
     config = run_config.train
-    model = build_model(run_config.model)
-    _compile(model, config)
-    train_ds = training_dataset(data.train, config.seq_len, config.batch_size, config.seed)
+    with placement.strategy.scope():  # variables made here are mirrored on every replica
+        model = build_model(run_config.model)
+        _compile(model, config)
+    endless = config.steps_per_epoch is not None
+    train_ds = training_dataset(data.train, config.seq_len, config.batch_size, config.seed, endless=endless,
+                                skip_batches=backed_up_steps(run_dir / BACKUP_DIR) if endless else 0)
     val_ds = evaluation_dataset(data.val, config.seq_len, config.batch_size)
 
     val_chars_per_token = (data.val.chars or data.val.tokens) / data.val.tokens
@@ -333,9 +440,11 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
         checkpoint.best = min(previous)
     callbacks: list[keras.callbacks.Callback] = [
         budget,
-        RunBackup(run_dir / "backup", budget),
         history,
         checkpoint,
+        # after the history and the best checkpoint: a crash between them repeats an epoch, and
+        # never leaves a backup counting an epoch that history.json lacks
+        RunBackup(run_dir / BACKUP_DIR, budget, config.backup_every, BACKUP_SECONDS),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(str(run_dir / artifacts.LOGS_DIR), write_graph=False,
@@ -350,12 +459,16 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     log(f"Training {run_config.model.cell.upper()} {run_config.model.layers}x{run_config.model.units} "
         f"({params:,} parameters, vocabulary {run_config.model.vocab_size:,}, {run_config.level} level, "
         f"{run_config.precision_used}) on {data.train.tokens:,} tokens; validating on "
-        f"{data.val.tokens:,}.")
+        f"{data.val.tokens:,}"
+        + (f"; epochs of {config.steps_per_epoch:,} steps over the repeated text" if endless else "")
+        + (f"; {placement.describe()} share each batch of {config.batch_size}"
+           if placement.name != "one-device" else "") + ".")
     start = time.perf_counter()
     interrupted = False
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-                  shuffle=False, verbose=2 if options.verbose == 2 else ("auto" if options.verbose else 0))
+                  steps_per_epoch=config.steps_per_epoch, shuffle=False,
+                  verbose=2 if options.verbose == 2 else ("auto" if options.verbose else 0))
     except KeyboardInterrupt:
         interrupted = True
         log("\nInterrupted: saving what was finished...")
@@ -364,11 +477,17 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     epochs_done = len(losses)
     stopped = _stop_reason(interrupted, budget.reason, losses, config.epochs)
     val_losses = [v for v in history.history.get("val_loss", []) if v is not None]
-    result = {"stopped": stopped, "epochs": epochs_done, "steps": budget.steps,
+    # all the steps behind these weights, those of earlier (resumed) sessions included
+    result = {"stopped": stopped, "epochs": epochs_done, "steps": optimizer_steps(model),
               "train_seconds": round(seconds, 2),
               "best_val_loss": min(val_losses) if val_losses else None,
               "parameters": params}
     final_config = dataclasses.replace(run_config, result=result)
+    if not placement.is_chief:
+        log(f"{placement.task} done ({stopped} after {epochs_done} epoch(s)); the chief saves the model.")
+        if interrupted:
+            raise KeyboardInterrupt
+        return model_dir
     with artifacts.sigint_deferred():
         _publish(model, final_config, data.tokenizer, history.history, model_dir, run_dir)
         unfinished = stopped in ("interrupted", "max_steps", "time_limit")
