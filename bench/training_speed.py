@@ -39,13 +39,13 @@ def flops_per_trained_token(cell: str) -> float:
     return 3 * 2 * macs  # forward, then backward at twice its cost
 
 
-def textgen_rate(cell: str, corpus: Path, folder: str, steps: int) -> float:
+def textgen_rate(cell: str, corpus: Path, folder: str, steps: int, extra: list[str]) -> float:
     def run(max_steps: int) -> float:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "textgen", "train", str(corpus), "--cell", cell, "--layers",
                         str(LAYERS), "--units", str(UNITS), "--embedding-dim", str(EMBEDDING), "--batch-size",
                         str(BATCH), "--seq-len", str(SEQ), "--max-steps", str(max_steps), "--no-samples",
-                        "--quiet", "--output-dir", folder, "--name", cell, "--force"],
+                        "--quiet", "--output-dir", folder, "--name", cell, "--force", *extra],
                        check=True, capture_output=True)
         return time.perf_counter() - start
 
@@ -69,6 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", default="lstm,gru,rnn")
     parser.add_argument("--steps", type=int, default=50, help="measured steps per run")
+    parser.add_argument("--xla", action="store_true", help="also measure textgen train --xla")
     args = parser.parse_args()
     peak = matmul_peak_gflops()
     results: dict = {"shapes": f"{LAYERS}x{UNITS}, embedding {EMBEDDING}, vocabulary {VOCAB}, batch {BATCH}, "
@@ -77,8 +78,10 @@ def main() -> None:
         for cell in args.cells.split(","):
             flops = flops_per_trained_token(cell)
             figures = {"arithmetic_bound_tokens_per_s": round(peak * 1e9 / flops)}
-            for name, rate in (("textgen", textgen_rate(cell, SHAKESPEARE, folder, args.steps)),
-                               ("pytorch", torch_rate(cell, args.steps))):
+            runs = [("textgen", textgen_rate(cell, SHAKESPEARE, folder, args.steps, []))]
+            if args.xla:
+                runs.append(("textgen_xla", textgen_rate(cell, SHAKESPEARE, folder, args.steps, ["--xla"])))
+            for name, rate in (*runs, ("pytorch", torch_rate(cell, args.steps))):
                 if rate is None:
                     figures[name] = "torch is not installed (pip install torch==2.13.0)"
                     continue

@@ -95,6 +95,29 @@ def test_other_cells_train_and_sample(cell, corpus_file, tmp_path, capsys):
     assert run_cli(["sample", tmp_path / cell, "--length", "10"], capsys)[0] == 0
 
 
+def test_xla_trains_the_same_function(corpus_file, tmp_path, capsys):
+    """--xla compiles the training step; same seed, same losses as without it (float tolerance)."""
+    losses = {}
+    for flag in ("--xla", "--no-xla"):
+        code, _, err = run_cli(["train", corpus_file, *TINY, "--cell", "lstm", "--max-steps", "4", flag,
+                                "--output-dir", tmp_path, "--name", flag], capsys)
+        assert code == 0, err
+        config = json.loads((tmp_path / flag / "config.json").read_text())
+        assert config["train"]["xla"] is (flag == "--xla")
+        history = json.loads((tmp_path / flag / "history.json").read_text())
+        losses[flag] = (history["loss"][0], history["val_loss"][0])
+    assert losses["--xla"] == pytest.approx(losses["--no-xla"], rel=1e-4)
+
+    from textgen.config import ModelConfig, TrainConfig
+    from textgen.models import build_model
+    from textgen.training import _compile
+
+    for xla in (True, False):
+        model = build_model(ModelConfig(vocab_size=10, cell="lstm", layers=1, units=4))
+        _compile(model, TrainConfig(xla=xla))
+        assert model.jit_compile is xla
+
+
 def test_python_api(char_model, held_out_file):
     import textgen
 

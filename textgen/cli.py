@@ -116,6 +116,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
               default="auto", show_default=True,
               help="auto: mixed_float16 on CUDA GPUs with tensor cores, float32 elsewhere.")
+@click.option("--xla/--no-xla", default=False, show_default=True,
+              help="Compile the training step with XLA (on CPUs it speeds LSTM up a little and slows "
+                   "GRU down; on GPUs, Keras keeps cuDNN layers out of XLA).")
 @click.option("--max-steps", type=POSITIVE, default=None, help="Stop after this many steps, then save.")
 @click.option("--time-limit", type=click.FloatRange(0, min_open=True), default=None,
               help="Stop after this many seconds of training, then save.")
@@ -140,7 +143,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
               help="Print a short sample after each epoch.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def train(sources, level, cell, layers, units, embedding_dim, dropout, seq_len, batch_size, epochs,
-          steps_per_epoch, lr, clipnorm, seed, max_vocab, val_fraction, val_file, encoding, precision,
+          steps_per_epoch, lr, clipnorm, seed, max_vocab, val_fraction, val_file, encoding, precision, xla,
           max_steps, time_limit, strategy, cpu_devices, backup_every, name, output_dir, force, resume,
           tfds_data_dir, tfds_manual_dir, samples, quiet) -> None:
     """Train a model on text files, folders of .txt files, or tfds:NAME.
@@ -159,7 +162,7 @@ def train(sources, level, cell, layers, units, embedding_dim, dropout, seq_len, 
         DataOptions(list(sources), level, max_vocab, encoding, val_file, tfds_data_dir, tfds_manual_dir),
         ModelOptions(cell, layers, units, embedding_dim, dropout),
         TrainConfig(seq_len=seq_len, batch_size=batch_size, epochs=epochs, lr=lr,
-                    clipnorm=clipnorm or None, seed=seed, precision=precision,
+                    clipnorm=clipnorm or None, seed=seed, precision=precision, xla=xla,
                     val_fraction=val_fraction, max_steps=max_steps, time_limit=time_limit,
                     steps_per_epoch=steps_per_epoch, backup_every=backup_every, strategy=strategy,
                     cpu_devices=cpu_devices),

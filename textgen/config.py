@@ -49,6 +49,7 @@ class TrainConfig:
     clipnorm: float | None = 5.0
     seed: int = 0
     precision: str = "auto"
+    xla: bool = False  # jit_compile the training step (Keras turns it off again for cuDNN layers)
     val_fraction: float = 0.1
     max_val_tokens: int = 1_000_000
     early_stopping_patience: int = 3

@@ -414,7 +414,7 @@ def _train(data_options: DataOptions, model_options: ModelOptions, train_config:
 
 def _compile(model: keras.Model, config: TrainConfig) -> None:
     optimizer = keras.optimizers.Adam(learning_rate=config.lr, clipnorm=config.clipnorm)
-    model.compile(optimizer=optimizer,
+    model.compile(optimizer=optimizer, jit_compile=config.xla,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
 

@@ -1,0 +1,95 @@
+"""Is the input pipeline ever the bottleneck? tf.data alone against what training consumes.
+
+    python bench/input_pipeline.py            # prints one JSON object
+
+On tiny shakespeare (char level, batch 64, sequence 100, the default GRU 2x256 model):
+- tokens per second that `training_dataset` delivers with no model attached: the first pass
+  (reading, tokenizing and cutting windows) and a later one (served from `Dataset.cache`);
+- tokens per second of steady training (`model.fit`, a few warm-up steps excluded) fed by the
+  cached pipeline and by an uncached one (as for corpora above the cache limit), in this run.
+The ratios say how much head-room the pipeline has; they survive a noisy machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: F401  (quiet TensorFlow start-up)
+
+SHAKESPEARE = Path(os.environ.get("TEXTGEN_SHARED", Path(__file__).resolve().parents[2] / "shared")) / \
+    "data" / "tinyshakespeare.txt"
+SEQ, BATCH, STEPS = 100, 64, 40
+
+
+def pipeline_rate(dataset, passes: int = 2) -> list[float]:
+    """Tokens per second of each full pass over `dataset` (inputs only, no model)."""
+    rates = []
+    for _ in range(passes):
+        start, tokens = time.perf_counter(), 0
+        for inputs, _targets in dataset:
+            tokens += int(inputs.shape[0]) * int(inputs.shape[1])
+        rates.append(tokens / (time.perf_counter() - start))
+    return rates
+
+
+def training_rate(dataset, vocab: int) -> float:
+    """Steady tokens per second of `fit` (the first steps, with tracing, are not counted)."""
+    import keras
+
+    from textgen.config import ModelConfig
+    from textgen.models import build_model
+
+    class Clock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times: list[float] = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.times.append(time.perf_counter())
+
+    keras.utils.set_random_seed(0)
+    model = build_model(ModelConfig(vocab_size=vocab))
+    model.compile(optimizer=keras.optimizers.Adam(2e-3, clipnorm=5.0),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    clock = Clock()
+    model.fit(dataset.take(STEPS), epochs=1, verbose=0, callbacks=[clock])
+    warm = 5
+    return (len(clock.times) - 1 - warm) * BATCH * SEQ / (clock.times[-1] - clock.times[warm])
+
+
+def main() -> None:
+    from textgen import data
+    from textgen.corpus import open_corpus
+    from textgen.tokenizers import CharTokenizer
+
+    corpus = open_corpus([str(SHAKESPEARE)])
+    tokenizer, total = CharTokenizer.fit(corpus.chunks())
+    source = data.TokenSource(lambda: data.token_stream(tokenizer, corpus), total, None, "all")
+    cached = data.training_dataset(source, SEQ, BATCH, seed=0)
+    first, later = pipeline_rate(cached)
+
+    limit = data.CACHE_MAX_TOKENS
+    data.CACHE_MAX_TOKENS = 0  # as for a corpus above the cache limit: re-read every pass
+    try:
+        uncached = data.training_dataset(source, SEQ, BATCH, seed=0)
+    finally:
+        data.CACHE_MAX_TOKENS = limit
+    trained_cached = training_rate(cached, tokenizer.vocab_size)
+    trained_uncached = training_rate(uncached, tokenizer.vocab_size)
+    print(json.dumps({
+        "corpus": f"tiny shakespeare, {total:,} chars; batch {BATCH}, seq {SEQ}; GRU 2x256",
+        "pipeline_tokens_per_s": {"first_pass": round(first), "cached_pass": round(later)},
+        "training_tokens_per_s": {"cached": round(trained_cached), "uncached": round(trained_uncached)},
+        "pipeline_headroom": {"first_pass": round(first / trained_cached, 1),
+                              "cached_pass": round(later / trained_cached, 1)},
+        "uncached_vs_cached_training": round(trained_uncached / trained_cached, 3),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
