@@ -234,7 +234,9 @@ def test_resume_after_sigkill_continues_the_killed_run(tmp_path, capsys):
     assert not (tmp_path / "k").exists() and len(before["loss"]) in (1, 2)
     assert run_cli([*args, "--resume"], capsys)[0] == 0
     after = json.loads((tmp_path / "k" / "history.json").read_text())
-    assert len(after["loss"]) == 3 and after["loss"][0] == before["loss"][0]
+    # Epoch 1 is either restored from its backup or, if the kill fell inside its backup, trained
+    # again from the same start: the same loss either way (float noise aside), never a lower one.
+    assert len(after["loss"]) == 3 and after["loss"][0] == pytest.approx(before["loss"][0], rel=1e-5)
     assert not (tmp_path / ".k.training").exists()
 
 

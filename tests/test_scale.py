@@ -92,6 +92,55 @@ def test_backup_frequency(every_steps, every_seconds, expected, tmp_path):
     assert read_json(tmp_path / BACKUP_METADATA)["epoch"] == 1  # the finished epoch is recorded
 
 
+def test_a_crash_between_weights_and_metadata_resumes_from_a_matching_pair(tmp_path):
+    """A kill after the new weights replaced the old but before the metadata did leaves them
+    mismatched: the resume must use the previous complete backup, never the new weights with the
+    old epoch (which would redo an epoch from weights that already learned it)."""
+    import keras
+    import numpy as np
+
+    from textgen.training import Budget, RunBackup
+
+    def fitted_model(epochs: int) -> keras.Model:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        model.compile(optimizer="adam", loss="mse")
+        budget = Budget(None, None)
+        model.fit(np.ones((4, 3)), np.ones(4), epochs=epochs, verbose=0,
+                  callbacks=[budget, RunBackup(tmp_path, budget)])
+        return model
+
+    after_two = fitted_model(2).get_weights()  # backups: epoch 1 (as .bkp) and epoch 2
+    weights = tmp_path / "latest.weights.h5"
+    meta = tmp_path / "training_metadata.json"
+    # The crash: the next backup had moved the current pair aside and replaced the weights.
+    (tmp_path / "latest.weights.h5.bkp").write_bytes(weights.read_bytes())
+    (tmp_path / "training_metadata.json.bkp").write_bytes(meta.read_bytes())
+    changed = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    changed.compile(optimizer="adam", loss="mse")
+    changed.optimizer.build(changed.trainable_variables)
+    changed.save_weights(weights)
+
+    restored = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    restored.compile(optimizer="adam", loss="mse")
+    backup = RunBackup(tmp_path, Budget(None, None))
+    backup.set_model(restored)
+    backup.on_train_begin()
+    assert restored._initial_epoch == 2
+    for got, expected in zip(restored.get_weights(), after_two, strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+    # Without any complete pair (a first backup cut short), training starts from the beginning.
+    meta.unlink()
+    (tmp_path / "training_metadata.json.bkp").unlink()
+    fresh = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    fresh.compile(optimizer="adam", loss="mse")
+    backup = RunBackup(tmp_path, Budget(None, None))
+    backup.set_model(fresh)
+    backup.on_train_begin()
+    assert getattr(fresh, "_initial_epoch", 0) in (0, None) and not weights.exists()
+
+
 def test_resume_after_a_sigkill_in_the_middle_of_an_epoch(tmp_path, capsys):
     """A run killed without warning mid-epoch resumes from its last step backup: the finished epoch
     is not done again, and the optimizer's step count goes on from the backup."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import shutil
@@ -222,11 +223,45 @@ class RunBackup(keras.callbacks.BackupAndRestore):
                 shutil.copyfile(metadata, self._prev_training_metadata_path)
         saving = backup / "saving.weights.h5"
         self.model.save_weights(saving, overwrite=True)
+        digest = _sha256(saving)
         saving.replace(weights)
-        # Weights first: a crash between the two files costs a repeated stretch, never a skipped one.
-        artifacts.write_json_atomic(metadata, {"epoch": self._current_epoch, "batch": self._last_batch_seen,
-                                               "steps": optimizer_steps(self.model)})
+        # The metadata names the weights it goes with: after a crash between the two writes,
+        # `_load_model` sees new weights beside old metadata and falls back to the previous pair.
+        artifacts.write_json_atomic(metadata, {
+            "epoch": self._current_epoch, "batch": self._last_batch_seen,
+            "steps": optimizer_steps(self.model), "weights_sha256": digest})
         self._saved_at = time.monotonic()
+
+    def _load_model(self):
+        """Restore the newest backup whose weights and metadata belong together, or start afresh."""
+        pairs = [(Path(self._weights_path), Path(self._training_metadata_path)),
+                 (Path(self._prev_weights_path), Path(self._prev_training_metadata_path))]
+        for weights, metadata in pairs:
+            if _matching_pair(weights, metadata):
+                if weights != pairs[0][0]:
+                    shutil.copyfile(weights, pairs[0][0])
+                    shutil.copyfile(metadata, pairs[0][1])
+                break
+        else:  # no complete backup: train from the start rather than pair weights with another epoch
+            for path in (path for pair in pairs for path in pair):
+                path.unlink(missing_ok=True)
+        super()._load_model()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _matching_pair(weights: Path, metadata: Path) -> bool:
+    try:
+        recorded = json.loads(metadata.read_text(encoding="utf-8")).get("weights_sha256")
+        return recorded is not None and recorded == _sha256(weights)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def optimizer_steps(model: keras.Model) -> int:
