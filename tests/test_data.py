@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from textgen.corpus import TextCorpus
+from textgen.corpus import Corpus, TextCorpus
 from textgen.data import (
     require_windows,
     split_tail,
@@ -20,6 +20,24 @@ def test_stream_slices_by_token_position():
     corpus = TextCorpus(TEXT)
     ids = np.concatenate([chunk for chunk, _ in token_stream(tokenizer, corpus, 10, 20)])
     assert tokenizer.decode(ids) == TEXT[10:20]
+
+
+class ChunkedCorpus(Corpus):
+    def __init__(self, chunks):
+        self.parts = chunks
+
+    def chunks(self):
+        yield from self.parts
+
+
+@pytest.mark.parametrize(("start", "stop"), [(0, None), (3, 9), (4, 5), (7, None), (12, 20), (30, None)])
+def test_char_stream_skips_whole_chunks_before_start(start, stop):
+    """Char level skips the chunks before `start` unencoded; the slice must not move."""
+    text = "abcd" + "efghijk" + "" + "lmnopqrstuvwxyz"
+    corpus = ChunkedCorpus(["abcd", "efghijk", "", "lmnopqrstuvwxyz"])
+    tokenizer, _ = CharTokenizer.fit([text])
+    pieces = [tokenizer.decode(ids) for ids, _ in token_stream(tokenizer, corpus, start, stop)]
+    assert "".join(pieces) == text[start:stop]
 
 
 def test_windows_are_consecutive_and_non_overlapping():

@@ -7,6 +7,7 @@ bounded whatever the corpus size. tf.data then shuffles, batches and prefetches.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -24,8 +25,15 @@ CACHE_MAX_TOKENS = 50_000_000  # corpora up to this size keep their windows in m
 
 def token_stream(tokenizer: Tokenizer, corpus: Corpus, start: int = 0, stop: int | None = None) -> Stream:
     """The corpus as (ids, lengths) chunks, restricted to token positions [start, stop)."""
+    chunks: Iterator[str] = corpus.chunks()
     position = 0
-    for ids, lengths in tokenizer.encode_stream(corpus.chunks()):
+    if tokenizer.level == "char":  # a token per character: whole chunks before `start` need no encoding
+        for chunk in chunks:
+            if position + len(chunk) > start:
+                chunks = itertools.chain([chunk], chunks)
+                break
+            position += len(chunk)
+    for ids, lengths in tokenizer.encode_stream(chunks):
         end = position + len(ids)
         lo, hi = max(start - position, 0), len(ids) if stop is None else min(stop - position, len(ids))
         if lo < hi:
