@@ -141,6 +141,7 @@ class Budget(keras.callbacks.Callback):
         self.steps = 0
         self.reason: str | None = None
         self.cut_epoch = False  # the budget ran out in the middle of an epoch
+        self.first_step_at: float | None = None  # perf_counter() at the end of the first step
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
@@ -154,6 +155,8 @@ class Budget(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
+        if self.first_step_at is None:
+            self.first_step_at = time.perf_counter()
         if not self.reason and (reason := self._spent()):
             self.reason = reason
             self.cut_epoch = batch + 1 < (self.params.get("steps") or float("inf"))
@@ -332,6 +335,7 @@ def train(data_options: DataOptions, model_options: ModelOptions, train_config: 
     In a multi-worker run every worker trains, but only the chief writes the model folder: the
     others keep their files in a temporary folder, deleted at the end, and return None.
     """
+    began = time.perf_counter()
     log = run_options.log if run_options.verbose else (lambda message: None)
     name = run_options.name or default_name(data_options.sources, data_options.level)
     if not name or "/" in name or name.startswith("."):
@@ -341,13 +345,13 @@ def train(data_options: DataOptions, model_options: ModelOptions, train_config: 
                            "multi-worker use --max-steps or --epochs")
     if train_config.strategy != "multi-worker" or is_chief(*read_cluster()):
         placement = place(train_config.strategy, train_config.cpu_devices)  # first: it configures devices
-        return _train(data_options, model_options, train_config, run_options, placement, name, log)
+        return _train(data_options, model_options, train_config, run_options, placement, name, log, began)
     with tempfile.TemporaryDirectory(prefix="textgen-worker-") as scratch:
         if run_options.resume:
             _copy_unfinished_run(Path(run_options.output_dir) / name, Path(scratch) / name)
         placement = place(train_config.strategy, train_config.cpu_devices)
         _train(data_options, model_options, train_config,
-               dataclasses.replace(run_options, output_dir=scratch), placement, name, log)
+               dataclasses.replace(run_options, output_dir=scratch), placement, name, log, began)
     return None
 
 
@@ -366,7 +370,7 @@ def _copy_unfinished_run(model_dir: Path, scratch_model_dir: Path) -> None:
 
 
 def _train(data_options: DataOptions, model_options: ModelOptions, train_config: TrainConfig,
-           run_options: RunOptions, placement: Placement, name: str, log: Log) -> Path:
+           run_options: RunOptions, placement: Placement, name: str, log: Log, began: float) -> Path:
     model_dir = Path(run_options.output_dir) / name
     run_dir = artifacts.work_dir(model_dir)
     _check_target(model_dir, run_options)
@@ -407,7 +411,7 @@ def _train(data_options: DataOptions, model_options: ModelOptions, train_config:
     keras.utils.set_random_seed(train_config.seed)
     apply_precision(precision)
     try:
-        return _fit_and_publish(data, run_config, model_dir, run_dir, run_options, placement, log)
+        return _fit_and_publish(data, run_config, model_dir, run_dir, run_options, placement, log, began)
     finally:
         apply_precision("float32")
 
@@ -419,7 +423,7 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
 
 
 def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path, run_dir: Path,
-                     options: RunOptions, placement: Placement, log: Log) -> Path:
+                     options: RunOptions, placement: Placement, log: Log, began: float) -> Path:
     config = run_config.train
     with placement.strategy.scope():  # variables made here are mirrored on every replica
         model = build_model(run_config.model)
@@ -480,6 +484,8 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     # all the steps behind these weights, those of earlier (resumed) sessions included
     result = {"stopped": stopped, "epochs": epochs_done, "steps": optimizer_steps(model),
               "train_seconds": round(seconds, 2),
+              # reading, tokenizing and tracing before training really starts (None: no step ran)
+              "first_step_seconds": round(budget.first_step_at - began, 2) if budget.first_step_at else None,
               "best_val_loss": min(val_losses) if val_losses else None,
               "parameters": params}
     final_config = dataclasses.replace(run_config, result=result)
