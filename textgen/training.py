@@ -168,6 +168,28 @@ class Budget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the model whenever the validation loss improves, atomically.
+
+    Keras' ModelCheckpoint writes the archive in place, so a process killed while it saves
+    leaves a corrupt best model; this one writes beside it and renames.
+    """
+
+    def __init__(self, path: Path, best: float = math.inf):
+        super().__init__()
+        self.path = path
+        self.best = best
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("val_loss")
+        if loss is None or not loss < self.best:
+            return
+        saving = self.path.with_name(f"saving.{self.path.name}")
+        self.model.save(saving, overwrite=True)
+        saving.replace(self.path)
+        self.best = loss
+
+
 BACKUP_DIR = "backup"
 BACKUP_METADATA = "training_metadata.json"  # Keras' name; we add "steps" to it
 BACKUP_SECONDS = 600.0  # without --backup-every: within an epoch, a backup every 10 minutes
@@ -314,6 +336,7 @@ def prepare_data(options: DataOptions, train_config: TrainConfig, tokenizer: Tok
 
 def _check_target(model_dir: Path, options: RunOptions) -> None:
     """Refuse to overwrite or silently abandon anything before a single byte is written."""
+    artifacts.recover(model_dir)  # a previous run killed while publishing moved it aside
     run_dir = artifacts.work_dir(model_dir)
     if options.resume:
         if not (run_dir / artifacts.CONFIG_FILE).is_file():
@@ -437,15 +460,13 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     budget = Budget(config.max_steps, config.time_limit)
     history = EpochLog(run_dir / artifacts.HISTORY_FILE, config.seq_len * config.batch_size,
                        val_chars_per_token, run_config.level)
-    checkpoint = keras.callbacks.ModelCheckpoint(str(run_dir / artifacts.MODEL_FILE),
-                                                 monitor="val_loss", save_best_only=True)
     previous = [v for v in history.history.get("val_loss", []) if v is not None]
-    if previous:
-        checkpoint.best = min(previous)
     callbacks: list[keras.callbacks.Callback] = [
         budget,
+        # before the history: a crash between them leaves a best model whose epoch history.json
+        # lacks (the resumed run repeats it), never a history claiming a best model not saved
+        BestCheckpoint(run_dir / artifacts.MODEL_FILE, min(previous, default=math.inf)),
         history,
-        checkpoint,
         # after the history and the best checkpoint: a crash between them repeats an epoch, and
         # never leaves a backup counting an epoch that history.json lacks
         RunBackup(run_dir / BACKUP_DIR, budget, config.backup_every, BACKUP_SECONDS),
