@@ -18,9 +18,11 @@ import keras
 
 from textgen import artifacts
 from textgen.config import ModelConfig, RunConfig, TrainConfig
-from textgen.corpus import Corpus, TfdsCorpus, open_corpus
+from textgen.corpus import Corpus, FileCorpus, TfdsCorpus, open_corpus
 from textgen.data import (
+    Streams,
     TokenSource,
+    corpus_streams,
     count_tokens,
     evaluation_dataset,
     measured_source,
@@ -33,6 +35,7 @@ from textgen.distribute import Placement, is_chief, place, read_cluster
 from textgen.errors import TextgenError
 from textgen.evaluation import LN2, perplexity
 from textgen.generation import Generator
+from textgen.idcache import IdCache
 from textgen.models import build_model
 from textgen.plotting import CURVES_FILE, PLOT_EXTRA_HINT, plot_history, plotting_available
 from textgen.precision import apply_precision, resolve_precision
@@ -52,6 +55,7 @@ class DataOptions:
     val_file: str | None = None
     tfds_data_dir: str | None = None
     tfds_manual_dir: str | None = None
+    cache_dir: str | None = None  # keep tokenized text files here (textgen.idcache); None: no cache
 
 
 @dataclass
@@ -305,25 +309,38 @@ def prepare_data(options: DataOptions, train_config: TrainConfig, tokenizer: Tok
     corpus = open_corpus(options.sources, encoding=options.encoding,
                          tfds_data_dir=options.tfds_data_dir, tfds_manual_dir=options.tfds_manual_dir,
                          progress=progress)
+    if options.cache_dir is not None and not isinstance(corpus, FileCorpus):
+        raise TextgenError("--cache-ids caches text files; TensorFlow Datasets keep their own cache")
     val_corpus: Corpus | None = None
     if options.val_file:
         val_corpus = open_corpus([options.val_file], encoding=options.encoding)
     elif isinstance(corpus, TfdsCorpus) and "validation" in corpus.splits():
         val_corpus = dataclasses.replace(corpus, split="validation")
 
-    if tokenizer is None:
-        log("Building the vocabulary...")
-        tokenizer, total = tokenizer_for(options.level).fit(corpus.chunks(), options.max_vocab)
+    streams: Streams
+    if options.cache_dir is not None and isinstance(corpus, FileCorpus):
+        cache = IdCache.open(Path(options.cache_dir), corpus)
+        if tokenizer is None:
+            log("Building the vocabulary (or reading it from the cache)...")
+            tokenizer = cache.tokenizer(options.level, options.max_vocab)
+        log("Tokenizing (or reading the tokens from the cache)...")
+        cached = cache.ids(tokenizer)
+        total, streams = cached.tokens, cached.stream
     else:
-        total = count_tokens(token_stream(tokenizer, corpus))[0]
+        if tokenizer is None:
+            log("Building the vocabulary...")
+            tokenizer, total = tokenizer_for(options.level).fit(corpus.chunks(), options.max_vocab)
+        else:
+            total = count_tokens(token_stream(tokenizer, corpus))[0]
+        streams = corpus_streams(tokenizer, corpus)
     if total == 0:
         raise TextgenError("the corpus holds no text")
 
     if val_corpus is None:
-        train, val = split_tail(tokenizer, corpus, total, train_config.val_fraction,
+        train, val = split_tail(streams, tokenizer.level, total, train_config.val_fraction,
                                 train_config.max_val_tokens)
     else:
-        train = TokenSource(lambda: token_stream(tokenizer, corpus), total, None, "all tokens")
+        train = TokenSource(lambda: streams(0, None), total, None, "all tokens")
         val = measured_source(tokenizer, val_corpus, "validation corpus")
     require_windows(train, train_config.seq_len, "the training text")
     require_windows(val, train_config.seq_len, "the validation text")
