@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from textgen.corpus import TextCorpus
+from textgen.corpus import Corpus, TextCorpus
 from textgen.data import (
+    corpus_streams,
     require_windows,
     split_tail,
     token_stream,
@@ -15,11 +16,34 @@ from textgen.tokenizers import CharTokenizer, WordTokenizer
 TEXT = "".join(chr(ord("a") + i % 26) for i in range(1000))
 
 
+def tail(tokenizer, text, total, val_fraction, max_val_tokens):
+    return split_tail(corpus_streams(tokenizer, TextCorpus(text)), tokenizer.level, total, val_fraction,
+                      max_val_tokens)
+
+
 def test_stream_slices_by_token_position():
     tokenizer, _ = CharTokenizer.fit([TEXT])
     corpus = TextCorpus(TEXT)
     ids = np.concatenate([chunk for chunk, _ in token_stream(tokenizer, corpus, 10, 20)])
     assert tokenizer.decode(ids) == TEXT[10:20]
+
+
+class ChunkedCorpus(Corpus):
+    def __init__(self, chunks):
+        self.parts = chunks
+
+    def chunks(self):
+        yield from self.parts
+
+
+@pytest.mark.parametrize(("start", "stop"), [(0, None), (3, 9), (4, 5), (7, None), (12, 20), (30, None)])
+def test_char_stream_skips_whole_chunks_before_start(start, stop):
+    """Char level skips the chunks before `start` unencoded; the slice must not move."""
+    text = "abcd" + "efghijk" + "" + "lmnopqrstuvwxyz"
+    corpus = ChunkedCorpus(["abcd", "efghijk", "", "lmnopqrstuvwxyz"])
+    tokenizer, _ = CharTokenizer.fit([text])
+    pieces = [tokenizer.decode(ids) for ids, _ in token_stream(tokenizer, corpus, start, stop)]
+    assert "".join(pieces) == text[start:stop]
 
 
 def test_windows_are_consecutive_and_non_overlapping():
@@ -31,7 +55,7 @@ def test_windows_are_consecutive_and_non_overlapping():
 
 def test_targets_are_inputs_shifted_by_one_and_every_window_is_seen():
     tokenizer, total = CharTokenizer.fit([TEXT])
-    train, val = split_tail(tokenizer, TextCorpus(TEXT), total, 0.1, 10**6)
+    train, val = tail(tokenizer, TEXT, total, 0.1, 10**6)
     assert (train.tokens, val.tokens) == (900, 100)
     dataset = training_dataset(train, seq_len=9, batch_size=8, seed=1)
     assert dataset.cardinality().numpy() == 12  # 90 windows in batches of 8
@@ -47,14 +71,14 @@ def test_targets_are_inputs_shifted_by_one_and_every_window_is_seen():
 def test_validation_tail_is_capped_and_counts_characters_of_words():
     text = "the cat sat on the mat\n" * 50
     tokenizer, total = WordTokenizer.fit([text])
-    train, val = split_tail(tokenizer, TextCorpus(text), total, 0.5, max_val_tokens=35)
+    train, val = tail(tokenizer, text, total, 0.5, max_val_tokens=35)
     assert val.tokens == 35 and train.tokens == total - 35
     assert val.chars == len("".join(tokenizer.split(text)[-35:]))
 
 
 def test_too_short_corpus_is_a_clear_error():
     tokenizer, total = CharTokenizer.fit(["short text"])
-    train, _ = split_tail(tokenizer, TextCorpus("short text"), total, 0.1, 100)
+    train, _ = tail(tokenizer, "short text", total, 0.1, 100)
     with pytest.raises(TextgenError, match="fewer than one window"):
         require_windows(train, 100, "the training text")
 
@@ -87,7 +111,7 @@ def test_streaming_memory_does_not_grow_with_the_corpus(tokenizer_class, tmp_pat
 
 def test_endless_data_runs_across_passes_and_a_resume_skips_what_was_trained():
     tokenizer, total = CharTokenizer.fit([TEXT])
-    train, _ = split_tail(tokenizer, TextCorpus(TEXT), total, 0.1, 10**6)  # 90 windows of 10
+    train, _ = tail(tokenizer, TEXT, total, 0.1, 10**6)  # 90 windows of 10
     endless = training_dataset(train, seq_len=9, batch_size=8, seed=1, endless=True)
     assert endless.cardinality().numpy() == -1  # infinite
     batches = [inputs.numpy() for inputs, _ in endless.take(25)]  # 200 windows: over two passes

@@ -25,6 +25,7 @@ def test_steps_per_epoch_with_a_budget_stop_and_resume(corpus_file, tmp_path, ca
     assert first["steps"] == [7, 3]  # the budget cut epoch 2 after 3 of its 7 steps
     config = read_json(tmp_path / "e" / "config.json")
     assert config["train"]["steps_per_epoch"] == 7 and config["result"]["steps"] == 10
+    assert 0 < config["result"]["first_step_seconds"] < config["result"]["train_seconds"] + 60
     # the resume is asked without --steps-per-epoch: the run's own setting is kept
     code, _, err = run_cli(["train", corpus_file, *TINY, "--epochs", "3", "--output-dir", tmp_path,
                             "--name", "e", "--resume"], capsys)

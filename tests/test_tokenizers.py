@@ -1,3 +1,5 @@
+from collections import Counter
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -37,6 +39,17 @@ def test_streamed_word_pieces_equal_whole_text(text, cuts):
     tokenizer = WordTokenizer([])
     streamed = [p for pieces in tokenizer.iter_pieces(chunks) for p in pieces]
     assert streamed == tokenizer.split(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(texts, max_size=4), st.integers(2, 12))
+def test_char_fit_counts_like_a_counter(chunks, max_vocab):
+    """The numpy count (dense below U+10000, a Counter above) keeps the same characters."""
+    counts = Counter("".join(chunks))
+    kept = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: max_vocab - 1]
+    tokenizer, total = CharTokenizer.fit(chunks, max_vocab)
+    assert tokenizer.tokens == sorted(tok for tok, _ in kept)
+    assert total == sum(counts.values())
 
 
 def test_unicode_characters_not_bytes():

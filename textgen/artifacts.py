@@ -16,6 +16,7 @@ good one was.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -81,19 +82,59 @@ def sigint_deferred() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
+OLD_MARK = ".old-"  # `.NAME.old-PID`: the previous folder, moved aside while the new one goes in
+
+
 def publish(staging: Path, target: Path) -> None:
-    """Replace `target` with the finished folder `staging` by renames."""
-    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    """Replace `target` with the finished folder `staging` by renames.
+
+    A process killed between the two renames leaves no `target`, only the previous folder under
+    its `.old-` name: `recover` (run here, and wherever models are looked up) puts it back.
+    """
+    recover(target)
+    old = target.parent / f".{target.name}{OLD_MARK}{os.getpid()}"
     if target.exists():
         os.replace(target, old)
     os.replace(staging, target)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
+    for leftover in _old_copies(target):  # ours, and any left by a process killed after its swap
+        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in target.parent.glob(f"{glob.escape('.' + target.name)}.publish-*"):
+        if not _alive(leftover.name.rsplit(".publish-", 1)[1].split("-")[0]):  # a killed publish's
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, PermissionError):  # not our naming, or another user's live process
+        return True
+    return True
+
+
+def _old_copies(target: Path) -> list[Path]:
+    """Previous versions of `target` moved aside by `publish`, newest last."""
+    return sorted(target.parent.glob(f"{glob.escape('.' + target.name)}{OLD_MARK}*"),
+                  key=lambda path: path.stat().st_mtime)
+
+
+def recover(target: Path) -> None:
+    """Put back the model folder a killed `publish` had moved aside, if `target` is missing."""
+    if not target.exists() and (olds := _old_copies(target)):
+        os.replace(olds[-1], target)
+
+
+def recover_all(folder: Path) -> None:
+    """`recover` every model folder of `folder` that a killed `publish` left moved aside."""
+    for entry in folder.glob(f".*{OLD_MARK}*"):
+        recover(folder / entry.name[1:].rsplit(OLD_MARK, 1)[0])
 
 
 def staging_dir(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.publish-", dir=target.parent))
+    # the pid lets a later publish delete the folders of processes killed while publishing
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.publish-{os.getpid()}-", dir=target.parent))
     os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; a model folder is not
     return staging
 
@@ -108,6 +149,8 @@ def resolve_model_dir(model: str | os.PathLike, output_dir: str | os.PathLike = 
     """A model argument is a folder path, or a name inside the output folder."""
     path = Path(model).expanduser()
     candidates = [path] if path.is_absolute() or path.exists() else [path, Path(output_dir) / path]
+    for candidate in candidates:
+        recover(candidate)
     for candidate in candidates:
         if (candidate / CONFIG_FILE).is_file():
             return candidate

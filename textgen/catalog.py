@@ -49,6 +49,7 @@ def list_models(folder: Path) -> tuple[list[ModelSummary], list[str], list[str]]
     """Models in `folder`, names of unfinished runs (resumable), and folders that could not be read."""
     if not folder.is_dir():
         raise TextgenError(f"{folder}: no such folder")
+    artifacts.recover_all(folder)
     models, unfinished, unreadable = [], [], []
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith(".") and entry.name.endswith(".training"):

@@ -142,10 +142,13 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.option("--samples/--no-samples", default=True, show_default=True,
               help="Print a short sample after each epoch.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--cache-ids", is_flag=True,
+              help="Keep the vocabulary and the tokenized text files in OUTPUT_DIR/.ids-cache, so "
+                   "re-runs on the same files skip tokenizing (4 bytes per token, 8 for word level).")
 def train(sources, level, cell, layers, units, embedding_dim, dropout, seq_len, batch_size, epochs,
           steps_per_epoch, lr, clipnorm, seed, max_vocab, val_fraction, val_file, encoding, precision, xla,
           max_steps, time_limit, strategy, cpu_devices, backup_every, name, output_dir, force, resume,
-          tfds_data_dir, tfds_manual_dir, samples, quiet) -> None:
+          tfds_data_dir, tfds_manual_dir, samples, quiet, cache_ids) -> None:
     """Train a model on text files, folders of .txt files, or tfds:NAME.
 
     \b
@@ -155,11 +158,13 @@ def train(sources, level, cell, layers, units, embedding_dim, dropout, seq_len, 
     """
     _start_tensorflow()
     from textgen.config import TrainConfig
+    from textgen.idcache import CACHE_DIR
     from textgen.training import DataOptions, ModelOptions, RunOptions
     from textgen.training import train as run_training
 
     run_training(
-        DataOptions(list(sources), level, max_vocab, encoding, val_file, tfds_data_dir, tfds_manual_dir),
+        DataOptions(list(sources), level, max_vocab, encoding, val_file, tfds_data_dir, tfds_manual_dir,
+                    str(Path(output_dir) / CACHE_DIR) if cache_ids else None),
         ModelOptions(cell, layers, units, embedding_dim, dropout),
         TrainConfig(seq_len=seq_len, batch_size=batch_size, epochs=epochs, lr=lr,
                     clipnorm=clipnorm or None, seed=seed, precision=precision, xla=xla,

@@ -7,6 +7,7 @@ bounded whatever the corpus size. tf.data then shuffles, batches and prefetches.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -18,14 +19,22 @@ from textgen.errors import TextgenError
 from textgen.tokenizers import Tokenizer
 
 Stream = Iterator[tuple[np.ndarray, np.ndarray]]  # (ids, character length of each token)
+Streams = Callable[[int, int | None], Stream]  # token positions [start, stop) -> their stream
 SHUFFLE_WINDOWS = 20_000
 CACHE_MAX_TOKENS = 50_000_000  # corpora up to this size keep their windows in memory
 
 
 def token_stream(tokenizer: Tokenizer, corpus: Corpus, start: int = 0, stop: int | None = None) -> Stream:
     """The corpus as (ids, lengths) chunks, restricted to token positions [start, stop)."""
+    chunks: Iterator[str] = corpus.chunks()
     position = 0
-    for ids, lengths in tokenizer.encode_stream(corpus.chunks()):
+    if tokenizer.level == "char":  # a token per character: whole chunks before `start` need no encoding
+        for chunk in chunks:
+            if position + len(chunk) > start:
+                chunks = itertools.chain([chunk], chunks)
+                break
+            position += len(chunk)
+    for ids, lengths in tokenizer.encode_stream(chunks):
         end = position + len(ids)
         lo, hi = max(start - position, 0), len(ids) if stop is None else min(stop - position, len(ids))
         if lo < hi:
@@ -139,23 +148,25 @@ def _with_batches(dataset: tf.data.Dataset, source: TokenSource, seq_len: int,
     return dataset.apply(tf.data.experimental.assert_cardinality(source.batches(seq_len, batch_size)))
 
 
+def corpus_streams(tokenizer: Tokenizer, corpus: Corpus) -> Streams:
+    """Token ranges of a corpus, tokenized as they are read."""
+    return lambda start, stop: token_stream(tokenizer, corpus, start, stop)
+
+
 def measured_source(tokenizer: Tokenizer, corpus: Corpus, description: str) -> TokenSource:
     """A whole corpus as a token source; one pass to count its tokens and characters."""
     tokens, chars = count_tokens(token_stream(tokenizer, corpus))
     return TokenSource(lambda: token_stream(tokenizer, corpus), tokens, chars, description)
 
 
-def split_tail(tokenizer: Tokenizer, corpus: Corpus, total_tokens: int, val_fraction: float,
+def split_tail(streams: Streams, level: str, total_tokens: int, val_fraction: float,
                max_val_tokens: int) -> tuple[TokenSource, TokenSource]:
     """Hold out a contiguous tail of the corpus for validation (capped for huge corpora)."""
     val_tokens = min(int(total_tokens * val_fraction), max_val_tokens)
     cut = total_tokens - val_tokens
-    train = TokenSource(lambda: token_stream(tokenizer, corpus, 0, cut), cut, None,
-                        f"first {cut:,} tokens")
-    val_chars = count_tokens(token_stream(tokenizer, corpus, cut))[1] if tokenizer.level != "char" \
-        else val_tokens
-    val = TokenSource(lambda: token_stream(tokenizer, corpus, cut), val_tokens, val_chars,
-                      f"last {val_tokens:,} tokens")
+    train = TokenSource(lambda: streams(0, cut), cut, None, f"first {cut:,} tokens")
+    val_chars = count_tokens(streams(cut, None))[1] if level != "char" else val_tokens
+    val = TokenSource(lambda: streams(cut, None), val_tokens, val_chars, f"last {val_tokens:,} tokens")
     return train, val
 
 

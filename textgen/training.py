@@ -19,9 +19,11 @@ import keras
 
 from textgen import artifacts
 from textgen.config import ModelConfig, RunConfig, TrainConfig
-from textgen.corpus import Corpus, TfdsCorpus, open_corpus
+from textgen.corpus import Corpus, FileCorpus, TfdsCorpus, open_corpus
 from textgen.data import (
+    Streams,
     TokenSource,
+    corpus_streams,
     count_tokens,
     evaluation_dataset,
     measured_source,
@@ -34,6 +36,7 @@ from textgen.distribute import Placement, is_chief, place, read_cluster
 from textgen.errors import TextgenError
 from textgen.evaluation import LN2, perplexity
 from textgen.generation import Generator
+from textgen.idcache import IdCache
 from textgen.models import build_model
 from textgen.plotting import CURVES_FILE, PLOT_EXTRA_HINT, plot_history, plotting_available
 from textgen.precision import apply_precision, resolve_precision
@@ -53,6 +56,7 @@ class DataOptions:
     val_file: str | None = None
     tfds_data_dir: str | None = None
     tfds_manual_dir: str | None = None
+    cache_dir: str | None = None  # keep tokenized text files here (textgen.idcache); None: no cache
 
 
 @dataclass
@@ -142,6 +146,7 @@ class Budget(keras.callbacks.Callback):
         self.steps = 0
         self.reason: str | None = None
         self.cut_epoch = False  # the budget ran out in the middle of an epoch
+        self.first_step_at: float | None = None  # perf_counter() at the end of the first step
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
@@ -155,6 +160,8 @@ class Budget(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
+        if self.first_step_at is None:
+            self.first_step_at = time.perf_counter()
         if not self.reason and (reason := self._spent()):
             self.reason = reason
             self.cut_epoch = batch + 1 < (self.params.get("steps") or float("inf"))
@@ -164,6 +171,28 @@ class Budget(keras.callbacks.Callback):
         if not self.reason and (reason := self._spent()):
             self.reason = reason
             self.model.stop_training = True
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the model whenever the validation loss improves, atomically.
+
+    Keras' ModelCheckpoint writes the archive in place, so a process killed while it saves
+    leaves a corrupt best model; this one writes beside it and renames.
+    """
+
+    def __init__(self, path: Path, best: float = math.inf):
+        super().__init__()
+        self.path = path
+        self.best = best
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("val_loss")
+        if loss is None or not loss < self.best:
+            return
+        saving = self.path.with_name(f"saving.{self.path.name}")
+        self.model.save(saving, overwrite=True)
+        saving.replace(self.path)
+        self.best = loss
 
 
 BACKUP_DIR = "backup"
@@ -315,25 +344,38 @@ def prepare_data(options: DataOptions, train_config: TrainConfig, tokenizer: Tok
     corpus = open_corpus(options.sources, encoding=options.encoding,
                          tfds_data_dir=options.tfds_data_dir, tfds_manual_dir=options.tfds_manual_dir,
                          progress=progress)
+    if options.cache_dir is not None and not isinstance(corpus, FileCorpus):
+        raise TextgenError("--cache-ids caches text files; TensorFlow Datasets keep their own cache")
     val_corpus: Corpus | None = None
     if options.val_file:
         val_corpus = open_corpus([options.val_file], encoding=options.encoding)
     elif isinstance(corpus, TfdsCorpus) and "validation" in corpus.splits():
         val_corpus = dataclasses.replace(corpus, split="validation")
 
-    if tokenizer is None:
-        log("Building the vocabulary...")
-        tokenizer, total = tokenizer_for(options.level).fit(corpus.chunks(), options.max_vocab)
+    streams: Streams
+    if options.cache_dir is not None and isinstance(corpus, FileCorpus):
+        cache = IdCache.open(Path(options.cache_dir), corpus)
+        if tokenizer is None:
+            log("Building the vocabulary (or reading it from the cache)...")
+            tokenizer = cache.tokenizer(options.level, options.max_vocab)
+        log("Tokenizing (or reading the tokens from the cache)...")
+        cached = cache.ids(tokenizer)
+        total, streams = cached.tokens, cached.stream
     else:
-        total = count_tokens(token_stream(tokenizer, corpus))[0]
+        if tokenizer is None:
+            log("Building the vocabulary...")
+            tokenizer, total = tokenizer_for(options.level).fit(corpus.chunks(), options.max_vocab)
+        else:
+            total = count_tokens(token_stream(tokenizer, corpus))[0]
+        streams = corpus_streams(tokenizer, corpus)
     if total == 0:
         raise TextgenError("the corpus holds no text")
 
     if val_corpus is None:
-        train, val = split_tail(tokenizer, corpus, total, train_config.val_fraction,
+        train, val = split_tail(streams, tokenizer.level, total, train_config.val_fraction,
                                 train_config.max_val_tokens)
     else:
-        train = TokenSource(lambda: token_stream(tokenizer, corpus), total, None, "all tokens")
+        train = TokenSource(lambda: streams(0, None), total, None, "all tokens")
         val = measured_source(tokenizer, val_corpus, "validation corpus")
     require_windows(train, train_config.seq_len, "the training text")
     require_windows(val, train_config.seq_len, "the validation text")
@@ -346,6 +388,7 @@ def prepare_data(options: DataOptions, train_config: TrainConfig, tokenizer: Tok
 
 def _check_target(model_dir: Path, options: RunOptions) -> None:
     """Refuse to overwrite or silently abandon anything before a single byte is written."""
+    artifacts.recover(model_dir)  # a previous run killed while publishing moved it aside
     run_dir = artifacts.work_dir(model_dir)
     if options.resume:
         if not (run_dir / artifacts.CONFIG_FILE).is_file():
@@ -367,6 +410,7 @@ def train(data_options: DataOptions, model_options: ModelOptions, train_config: 
     In a multi-worker run every worker trains, but only the chief writes the model folder: the
     others keep their files in a temporary folder, deleted at the end, and return None.
     """
+    began = time.perf_counter()
     log = run_options.log if run_options.verbose else (lambda message: None)
     name = run_options.name or default_name(data_options.sources, data_options.level)
     if not name or "/" in name or name.startswith("."):
@@ -376,13 +420,13 @@ def train(data_options: DataOptions, model_options: ModelOptions, train_config: 
                            "multi-worker use --max-steps or --epochs")
     if train_config.strategy != "multi-worker" or is_chief(*read_cluster()):
         placement = place(train_config.strategy, train_config.cpu_devices)  # first: it configures devices
-        return _train(data_options, model_options, train_config, run_options, placement, name, log)
+        return _train(data_options, model_options, train_config, run_options, placement, name, log, began)
     with tempfile.TemporaryDirectory(prefix="textgen-worker-") as scratch:
         if run_options.resume:
             _copy_unfinished_run(Path(run_options.output_dir) / name, Path(scratch) / name)
         placement = place(train_config.strategy, train_config.cpu_devices)
         _train(data_options, model_options, train_config,
-               dataclasses.replace(run_options, output_dir=scratch), placement, name, log)
+               dataclasses.replace(run_options, output_dir=scratch), placement, name, log, began)
     return None
 
 
@@ -401,7 +445,7 @@ def _copy_unfinished_run(model_dir: Path, scratch_model_dir: Path) -> None:
 
 
 def _train(data_options: DataOptions, model_options: ModelOptions, train_config: TrainConfig,
-           run_options: RunOptions, placement: Placement, name: str, log: Log) -> Path:
+           run_options: RunOptions, placement: Placement, name: str, log: Log, began: float) -> Path:
     model_dir = Path(run_options.output_dir) / name
     run_dir = artifacts.work_dir(model_dir)
     _check_target(model_dir, run_options)
@@ -442,7 +486,7 @@ def _train(data_options: DataOptions, model_options: ModelOptions, train_config:
     keras.utils.set_random_seed(train_config.seed)
     apply_precision(precision)
     try:
-        return _fit_and_publish(data, run_config, model_dir, run_dir, run_options, placement, log)
+        return _fit_and_publish(data, run_config, model_dir, run_dir, run_options, placement, log, began)
     finally:
         apply_precision("float32")
 
@@ -454,7 +498,7 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
 
 
 def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path, run_dir: Path,
-                     options: RunOptions, placement: Placement, log: Log) -> Path:
+                     options: RunOptions, placement: Placement, log: Log, began: float) -> Path:
     config = run_config.train
     with placement.strategy.scope():  # variables made here are mirrored on every replica
         model = build_model(run_config.model)
@@ -468,15 +512,13 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     budget = Budget(config.max_steps, config.time_limit)
     history = EpochLog(run_dir / artifacts.HISTORY_FILE, config.seq_len * config.batch_size,
                        val_chars_per_token, run_config.level)
-    checkpoint = keras.callbacks.ModelCheckpoint(str(run_dir / artifacts.MODEL_FILE),
-                                                 monitor="val_loss", save_best_only=True)
     previous = [v for v in history.history.get("val_loss", []) if v is not None]
-    if previous:
-        checkpoint.best = min(previous)
     callbacks: list[keras.callbacks.Callback] = [
         budget,
+        # before the history: a crash between them leaves a best model whose epoch history.json
+        # lacks (the resumed run repeats it), never a history claiming a best model not saved
+        BestCheckpoint(run_dir / artifacts.MODEL_FILE, min(previous, default=math.inf)),
         history,
-        checkpoint,
         # after the history and the best checkpoint: a crash between them repeats an epoch, and
         # never leaves a backup counting an epoch that history.json lacks
         RunBackup(run_dir / BACKUP_DIR, budget, config.backup_every, BACKUP_SECONDS),
@@ -515,6 +557,8 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     # all the steps behind these weights, those of earlier (resumed) sessions included
     result = {"stopped": stopped, "epochs": epochs_done, "steps": optimizer_steps(model),
               "train_seconds": round(seconds, 2),
+              # reading, tokenizing and tracing before training really starts (None: no step ran)
+              "first_step_seconds": round(budget.first_step_at - began, 2) if budget.first_step_at else None,
               "best_val_loss": min(val_losses) if val_losses else None,
               "parameters": params}
     final_config = dataclasses.replace(run_config, result=result)
