@@ -312,6 +312,9 @@ def test_force_replaces_a_model(corpus_file, tmp_path, capsys):
     (["--top-p", "1.5"], "'--top-p'"),
     (["--top-k", "-2"], "'--top-k'"),
     (["--length", "0"], "'--length'"),
+    (["--temperature", "0.5,x"], "comma-separated list"),
+    (["--temperature", "0.5,-1"], "0 (greedy) or more"),
+    (["--repetition-penalty", "0.5"], "'--repetition-penalty'"),
 ])
 def test_bad_sampling_settings(args, message, char_model, capsys):
     code, out, err = run_cli(["sample", char_model, *args], capsys)

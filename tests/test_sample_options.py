@@ -4,8 +4,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from conftest import run_cli
 
 
@@ -33,16 +31,6 @@ def test_a_temperature_list_is_cycled_token_by_token(char_model, capsys):
 def test_repetition_penalty_changes_the_text(word_model, capsys):
     base = ["sample", word_model, "--length", "40", "--seed", "1", "--temperature", "0"]
     assert run_cli([*base, "--repetition-penalty", "3"], capsys)[1] != run_cli(base, capsys)[1]
-
-
-@pytest.mark.parametrize(("args", "message"), [
-    (["--temperature", "0.5,x"], "comma-separated list"),
-    (["--temperature", "0.5,-1"], "0 (greedy) or more"),
-    (["--repetition-penalty", "0.5"], "'--repetition-penalty'"),
-])
-def test_bad_sample_options(args, message, char_model, capsys):
-    code, out, err = run_cli(["sample", char_model, *args], capsys)
-    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and out == ""
 
 
 def test_interactive_session_through_stdin(char_model):

@@ -79,7 +79,9 @@ class TextModel:
         >>> "".join(c[0] for c in chunks) == model.generate("ROMEO:", 100, seed=1)[len("ROMEO:"):]
         True
         """
-        temperatures = [temperature] if isinstance(temperature, (int, float)) else list(temperature)
+        from textgen.sampling import temperature_list
+
+        temperatures = temperature_list(temperature)
         _check_sampling(length, num_samples, temperatures, top_k, top_p, repetition_penalty)
         unknown = self.unknown_in(prime)
         if unknown:

@@ -39,6 +39,11 @@ def evaluate_windows(model: keras.Model, source: TokenSource, seq_len: int, batc
         nats += float(batch_nats)
         tokens += int(batch_tokens)
         chars += int(batch_chars)
+    return summarize(nats, tokens, chars)
+
+
+def summarize(nats: float, tokens: int, chars: int) -> dict:
+    """The evaluation result from summed cross-entropy (nats), target tokens and their characters."""
     if tokens == 0:
         return {"loss": float("nan"), "perplexity": float("nan"), "bits_per_char": float("nan"),
                 "bits_per_token": float("nan"), "tokens": 0, "chars": 0}

@@ -19,8 +19,10 @@ import numpy as np
 from textgen.api import TextModel
 from textgen.config import RunConfig
 from textgen.errors import TextgenError
-from textgen.evaluation import LN2, perplexity
+from textgen.evaluation import summarize
+from textgen.generation import prime_ids
 from textgen.quiet import native_logs_hidden, native_stderr_silenced
+from textgen.sampling import apply_repetition_penalty, sample_next, temperature_list
 from textgen.tokenizers import UNK_ID, Tokenizer, tokenizer_for
 
 METADATA_FILE = "metadata.json"
@@ -133,8 +135,6 @@ class StepGenerator:
     def __init__(self, runner: StepRunner, metadata: dict, tokenizer: Tokenizer):
         import tensorflow as tf
 
-        from textgen.sampling import apply_repetition_penalty, sample_next
-
         self.runner = runner
         self.metadata = metadata
         self.tokenizer = tokenizer
@@ -157,11 +157,8 @@ class StepGenerator:
     def stream(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
                temperature: float | Sequence[float] = 0.8, top_k: int = 0, top_p: float = 1.0,
                repetition_penalty: float = 1.0, seed: int = 0, chunk: int = 64) -> Iterator[np.ndarray]:
-        temperatures = [temperature] if isinstance(temperature, (int, float)) else list(temperature)
-        ids = self.tokenizer.encode(prime)
-        ids = ids[ids != UNK_ID]
-        if not len(ids):
-            ids = np.array([self.metadata["prime_fallback_id"]], np.int32)
+        temperatures = temperature_list(temperature)
+        ids = prime_ids(self.tokenizer, prime)
         states = zero_states(self.metadata, num_samples)
         seen = np.zeros((num_samples, self.tokenizer.vocab_size), bool)
         seen[:, ids] = True
@@ -191,7 +188,7 @@ class ServingGenerator:
                repetition_penalty: float = 1.0, seed: int = 0) -> Iterator[np.ndarray]:
         import tensorflow as tf
 
-        temperatures = [temperature] if isinstance(temperature, (int, float)) else list(temperature)
+        temperatures = temperature_list(temperature)
         if len(temperatures) != 1:
             raise TextgenError("a SavedModel's serving signature takes one temperature, not a list")
         if repetition_penalty != 1:
@@ -248,13 +245,7 @@ def evaluate_steps(runner: StepRunner, metadata: dict, source, seq_len: int, bat
         nats -= float(np.take_along_axis(log_probs, targets[..., np.newaxis], axis=-1).sum())
         tokens += targets.size
         chars += int(lengths[:, 1:].sum())
-    if tokens == 0:
-        nan = float("nan")
-        return {"loss": nan, "perplexity": nan, "bits_per_char": nan, "bits_per_token": nan,
-                "tokens": 0, "chars": 0}
-    loss = nats / tokens
-    return {"loss": loss, "perplexity": perplexity(loss), "bits_per_char": nats / LN2 / chars,
-            "bits_per_token": loss / LN2, "tokens": tokens, "chars": chars}
+    return summarize(nats, tokens, chars)
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:

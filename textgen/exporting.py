@@ -105,6 +105,7 @@ def export(model: TextModel, output: Path | None = None, fmt: str = "all", quant
 def describe(model: TextModel, generator: Generator) -> dict[str, Any]:
     """metadata.json: everything a client needs besides the graph (see docs/mobile.md)."""
     tokenizer = model.tokenizer
+    states = list(zip(generator.state_names, generator.state_units, strict=True))
     return {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
@@ -114,13 +115,11 @@ def describe(model: TextModel, generator: Generator) -> dict[str, Any]:
         "prime_fallback_id": generator.fallback_id,
         "word_pattern": WORD_PATTERN.pattern if tokenizer.level == "word" else None,
         "inputs": {"token_ids": {"shape": [-1], "dtype": "int32"},
-                   **{name: {"shape": [-1, units], "dtype": "float32"}
-                      for name, units in zip(generator.state_names, generator.state_units, strict=True)}},
+                   **{name: {"shape": [-1, units], "dtype": "float32"} for name, units in states}},
         "outputs": {"logits": {"shape": [-1, tokenizer.vocab_size], "dtype": "float32"},
                     **{next_state_name(name): {"shape": [-1, units], "dtype": "float32"}
-                       for name, units in zip(generator.state_names, generator.state_units, strict=True)}},
-        "states": [{"input": name, "output": next_state_name(name), "size": units}
-                   for name, units in zip(generator.state_names, generator.state_units, strict=True)],
+                       for name, units in states}},
+        "states": [{"input": name, "output": next_state_name(name), "size": units} for name, units in states],
         "textgen": {"model": model.path.name, "config": json.loads(model.config.to_json())},
     }
 

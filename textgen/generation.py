@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from textgen.models import recurrent_layers
-from textgen.sampling import apply_repetition_penalty, sample_next
+from textgen.sampling import apply_repetition_penalty, sample_next, temperature_list
 from textgen.tokenizers import UNK_ID, Tokenizer
 
 CHUNK_TOKENS = 64  # tokens per compiled call: how often text reaches the screen
@@ -25,6 +25,13 @@ def fallback_id(tokenizer: Tokenizer) -> int:
     """What an empty prime starts from: a line break, or id 1 if the vocabulary has none."""
     newline = tokenizer.encode("\n")
     return int(newline[0]) if len(newline) and newline[0] != UNK_ID else 1
+
+
+def prime_ids(tokenizer: Tokenizer, prime: str) -> np.ndarray:
+    """Ids of the prime's known pieces; the fallback token if none."""
+    ids = tokenizer.encode(prime)
+    ids = ids[ids != UNK_ID]
+    return ids if len(ids) else np.array([fallback_id(tokenizer)], np.int32)
 
 
 class Generator:
@@ -148,11 +155,6 @@ class Generator:
         return tf.reshape(tf.transpose(tokens.stack()), [batch, steps]), logits, states, seen
 
     # -- public -----------------------------------------------------------------------------
-    def prime_ids(self, prime: str) -> np.ndarray:
-        """Ids of the prime's known pieces; the fallback token if none."""
-        ids = self.tokenizer.encode(prime)
-        ids = ids[ids != UNK_ID]
-        return ids if len(ids) else np.array([self.fallback_id], np.int32)
 
     def stream(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
                temperature: float | Sequence[float] = 0.8, top_k: int = 0, top_p: float = 1.0,
@@ -162,8 +164,8 @@ class Generator:
 
         A list of temperatures is cycled token by token, as textgenrnn does.
         """
-        temperatures = [temperature] if isinstance(temperature, (int, float)) else list(temperature)
-        ids = np.tile(self.prime_ids(prime)[np.newaxis, :], (num_samples, 1))
+        temperatures = temperature_list(temperature)
+        ids = np.tile(prime_ids(self.tokenizer, prime)[np.newaxis, :], (num_samples, 1))
         logits, states, seen = self._prime(tf.constant(ids, tf.int32))
         steps_function = self._steps_function(chunk)
         settings = (tf.constant(temperatures, tf.float32), tf.constant(int(top_k)),

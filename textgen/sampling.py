@@ -6,9 +6,16 @@ generation loop and the same seed always gives the same tokens.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import tensorflow as tf
 
 NEG_INF = -1e9
+
+
+def temperature_list(temperature: float | Sequence[float]) -> list[float]:
+    """One temperature or several (cycled token by token), as a list."""
+    return [temperature] if isinstance(temperature, (int, float)) else list(temperature)
 
 
 def filter_top_k(logits: tf.Tensor, top_k: tf.Tensor) -> tf.Tensor:
