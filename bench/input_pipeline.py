@@ -26,12 +26,14 @@ SHAKESPEARE = Path(os.environ.get("TEXTGEN_SHARED", Path(__file__).resolve().par
 SEQ, BATCH, STEPS = 100, 64, 40
 
 
-def pipeline_rate(dataset, passes: int = 2) -> list[float]:
-    """Tokens per second of each full pass over `dataset` (inputs only, no model)."""
+def pipeline_rate(dataset, batches_per_pass: int, passes: int = 2) -> list[float]:
+    """Tokens per second of each pass over the text through `dataset` (inputs only, no model)."""
     rates = []
+    batches = iter(dataset)
     for _ in range(passes):
         start, tokens = time.perf_counter(), 0
-        for inputs, _targets in dataset:
+        for _ in range(batches_per_pass):
+            inputs, _targets = next(batches)
             tokens += int(inputs.shape[0]) * int(inputs.shape[1])
         rates.append(tokens / (time.perf_counter() - start))
     return rates
@@ -71,7 +73,7 @@ def main() -> None:
     tokenizer, total = CharTokenizer.fit(corpus.chunks())
     source = data.TokenSource(lambda: data.token_stream(tokenizer, corpus), total, None, "all")
     cached = data.training_dataset(source, SEQ, BATCH, seed=0)
-    first, later = pipeline_rate(cached)
+    first, later = pipeline_rate(cached, source.batches(SEQ, BATCH))
 
     limit = data.CACHE_MAX_TOKENS
     data.CACHE_MAX_TOKENS = 0  # as for a corpus above the cache limit: re-read every pass

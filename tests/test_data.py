@@ -58,9 +58,10 @@ def test_targets_are_inputs_shifted_by_one_and_every_window_is_seen():
     train, val = tail(tokenizer, TEXT, total, 0.1, 10**6)
     assert (train.tokens, val.tokens) == (900, 100)
     dataset = training_dataset(train, seq_len=9, batch_size=8, seed=1)
-    assert dataset.cardinality().numpy() == 12  # 90 windows in batches of 8
+    assert dataset.cardinality().numpy() == -1  # infinite: training counts the steps of an epoch
+    assert train.batches(9, 8) == 12  # 90 windows in batches of 8: an epoch
     seen = []
-    for inputs, targets in dataset:
+    for inputs, targets in dataset.take(12):
         assert inputs.shape[1] == 9
         np.testing.assert_array_equal(inputs.numpy()[:, 1:], targets.numpy()[:, :-1])
         seen.extend(tokenizer.decode(np.append(i, t[-1])) for i, t in zip(inputs.numpy(), targets.numpy(),
@@ -113,12 +114,29 @@ def test_endless_data_runs_across_passes_and_a_resume_skips_what_was_trained():
     tokenizer, total = CharTokenizer.fit([TEXT])
     train, _ = tail(tokenizer, TEXT, total, 0.1, 10**6)  # 90 windows of 10
     endless = training_dataset(train, seq_len=9, batch_size=8, seed=1, endless=True)
-    assert endless.cardinality().numpy() == -1  # infinite
     batches = [inputs.numpy() for inputs, _ in endless.take(25)]  # 200 windows: over two passes
     assert all(b.shape == (8, 9) for b in batches)  # no short batch at the end of a pass
-    one_pass = np.concatenate([i.numpy() for i, _ in training_dataset(train, 9, 8, seed=1)])
+    one_pass = np.concatenate([i.numpy() for i, _ in training_dataset(train, 9, 8, seed=1).take(12)])
     for start in (0, 90):  # each pass holds every window once
         assert sorted(map(tuple, np.concatenate(batches)[start:start + 90])) == sorted(map(tuple, one_pass))
     resumed = training_dataset(train, seq_len=9, batch_size=8, seed=1, endless=True, skip_batches=20)
     for expected, (inputs, _) in zip(batches[20:], resumed.take(5), strict=True):
         np.testing.assert_array_equal(inputs.numpy(), expected)
+
+
+def test_every_epoch_is_a_pass_in_its_own_order_that_a_resume_can_start_cold():
+    tokenizer, total = CharTokenizer.fit([TEXT])
+    train, _ = tail(tokenizer, TEXT, total, 0.1, 10**6)  # 90 windows: epochs of 11 full batches + 2
+
+    def epochs(dataset, count):
+        batches = [inputs.numpy() for inputs, _ in dataset.take(12 * count)]
+        return [np.concatenate(batches[12 * n:12 * (n + 1)]) for n in range(count)]
+
+    first, second, third = epochs(training_dataset(train, 9, 8, seed=1), 3)
+    assert len(first) == 90 and sorted(map(tuple, first)) == sorted(map(tuple, second))
+    assert not np.array_equal(first, second) and not np.array_equal(second, third)
+    resumed_second, resumed_third = epochs(training_dataset(train, 9, 8, seed=1, start_epoch=1), 2)
+    np.testing.assert_array_equal(resumed_second, second)
+    np.testing.assert_array_equal(resumed_third, third)
+    other_seed = epochs(training_dataset(train, 9, 8, seed=2), 1)[0]
+    assert not np.array_equal(other_seed, first)

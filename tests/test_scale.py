@@ -59,6 +59,20 @@ def test_a_resumed_endless_run_continues_exactly_where_it_stopped(corpus_file, t
     assert split["loss"] == whole["loss"] and split["val_loss"] == whole["val_loss"]
 
 
+def test_a_resumed_run_of_one_pass_epochs_continues_the_shuffle_order(corpus_file, tmp_path, capsys):
+    """Each epoch is a pass in its own seeded order: stopping after epoch 1 and resuming gives the
+    losses of an uninterrupted run (a resumed run replaying epoch 1's order would not)."""
+    base = ["train", corpus_file, *TINY, "--epochs", "2", "--output-dir", tmp_path]
+    assert run_cli([*base, "--name", "whole"], capsys)[0] == 0
+    per_epoch = read_json(tmp_path / "whole" / "history.json")["steps"][0]
+    code, _, err = run_cli([*base, "--name", "split", "--max-steps", str(per_epoch)], capsys)
+    assert code == 0, err
+    assert read_json(tmp_path / "split" / "history.json")["steps"] == [per_epoch]
+    assert run_cli([*base, "--name", "split", "--resume"], capsys)[0] == 0
+    whole, split = (read_json(tmp_path / name / "history.json") for name in ("whole", "split"))
+    assert split["loss"] == whole["loss"] and split["val_loss"] == whole["val_loss"]
+
+
 # -- backups within epochs -----------------------------------------------------------------------
 @pytest.mark.parametrize(("every_steps", "every_seconds", "expected"), [
     (2, None, [None, 2, 2, 4, 4, 6, 6]),   # --backup-every 2
@@ -70,7 +84,7 @@ def test_backup_frequency(every_steps, every_seconds, expected, tmp_path):
     import keras
     import numpy as np
 
-    from textgen.training import BACKUP_METADATA, Budget, RunBackup, backed_up_steps
+    from textgen.training import BACKUP_METADATA, Budget, RunBackup, backup_position
 
     class Watch(keras.callbacks.Callback):
         def __init__(self):
@@ -78,10 +92,11 @@ def test_backup_frequency(every_steps, every_seconds, expected, tmp_path):
             self.seen = []
 
         def on_train_batch_end(self, batch, logs=None):
-            self.seen.append(backed_up_steps(tmp_path) if (tmp_path / BACKUP_METADATA).exists() else None)
+            backed_up = (tmp_path / BACKUP_METADATA).exists()
+            self.seen.append(backup_position(tmp_path).steps if backed_up else None)
 
         def on_epoch_end(self, epoch, logs=None):
-            self.seen.append(backed_up_steps(tmp_path))
+            self.seen.append(backup_position(tmp_path).steps)
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")
@@ -90,7 +105,7 @@ def test_backup_frequency(every_steps, every_seconds, expected, tmp_path):
     model.fit(np.ones((12, 3)), np.ones(12), batch_size=2, epochs=1, verbose=0, shuffle=False,
               callbacks=[budget, RunBackup(tmp_path, budget, every_steps, every_seconds), watch])
     assert watch.seen == expected
-    assert read_json(tmp_path / BACKUP_METADATA)["epoch"] == 1  # the finished epoch is recorded
+    assert backup_position(tmp_path).epoch == 1  # the finished epoch is recorded
 
 
 def test_a_crash_between_weights_and_metadata_resumes_from_a_matching_pair(tmp_path):

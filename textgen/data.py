@@ -22,6 +22,8 @@ Stream = Iterator[tuple[np.ndarray, np.ndarray]]  # (ids, character length of ea
 Streams = Callable[[int, int | None], Stream]  # token positions [start, stop) -> their stream
 SHUFFLE_WINDOWS = 20_000
 CACHE_MAX_TOKENS = 50_000_000  # corpora up to this size keep their windows in memory
+PASS_SEED_STRIDE = 1_000_003  # pass n of a run seeded s is shuffled with seed s * stride + n
+PASSES_END = 2**62  # passes are numbered without end: training decides when to stop
 
 
 def token_stream(tokenizer: Tokenizer, corpus: Corpus, start: int = 0, stop: int | None = None) -> Stream:
@@ -100,24 +102,38 @@ def _split_window(window: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 def training_dataset(source: TokenSource, seq_len: int, batch_size: int, seed: int, *,
-                     endless: bool = False, skip_batches: int = 0) -> tf.data.Dataset:
-    """Shuffled batches of (inputs, targets), reshuffled every pass over the text.
+                     endless: bool = False, start_epoch: int = 0, skip_batches: int = 0) -> tf.data.Dataset:
+    """Shuffled batches of (inputs, targets), pass after pass over the text, without end.
 
-    `endless` repeats the text forever (epochs are then a number of steps, `--steps-per-epoch`):
-    batches run across the end of one pass into the next, so every batch is full. A resumed
-    endless run skips the `skip_batches` it already trained on, so it goes on with new text
-    instead of starting the corpus again; the order is the same as an uninterrupted run's,
-    because the shuffle is seeded.
+    Pass `n` is shuffled by a seed made of (`seed`, `n`), so any pass can be started cold in
+    the order an uninterrupted run would give it: that is what lets `--resume` continue the
+    data where the run stopped. By default a pass is an epoch (`steps_per_epoch` =
+    `source.batches()`, its last batch may be short) and a resumed run starts at
+    `start_epoch`. `endless` batches across passes (epochs are then a number of steps,
+    `--steps-per-epoch`), and a resumed run skips the `skip_batches` it already trained on.
     """
-    dataset = window_dataset(source, seq_len)
+    windows = window_dataset(source, seq_len)
     if source.tokens <= CACHE_MAX_TOKENS:
-        dataset = dataset.cache()
-    dataset = dataset.shuffle(min(SHUFFLE_WINDOWS, max(source.windows(seq_len), 1)), seed=seed,
-                              reshuffle_each_iteration=True)
+        windows = windows.cache()  # filled by the first pass, read by every later one
+    per_pass = max(source.windows(seq_len), 1)
+
+    def one_pass(number: tf.Tensor) -> tf.data.Dataset:
+        # Blocks of SHUFFLE_WINDOWS consecutive windows, each permuted by a stateless shuffle keyed
+        # by (seed, pass, block): a corpus of up to one block is fully permuted in every pass.
+        pass_seed = tf.constant(seed, tf.int64) * PASS_SEED_STRIDE + number
+        shuffled = windows.batch(SHUFFLE_WINDOWS).enumerate().map(
+            lambda block_number, block: tf.random.experimental.stateless_shuffle(
+                block, seed=tf.stack([pass_seed, block_number]))).unbatch()
+        return shuffled if endless else shuffled.batch(batch_size)
+
     if endless:
-        dataset = dataset.repeat()
-    dataset = dataset.batch(batch_size).map(_split_window, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.skip(skip_batches) if endless else _with_batches(dataset, source, seq_len, batch_size)
+        first_pass, skip_windows = divmod(skip_batches * batch_size, per_pass)
+        dataset = tf.data.Dataset.range(first_pass, PASSES_END).flat_map(one_pass)
+        dataset = dataset.skip(skip_windows).batch(batch_size)
+    else:
+        dataset = tf.data.Dataset.range(start_epoch, PASSES_END).flat_map(one_pass)
+    dataset = dataset.map(_split_window, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
     return _shardable(dataset).prefetch(tf.data.AUTOTUNE)
 
 

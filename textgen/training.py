@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 
@@ -132,7 +132,8 @@ class EpochLog(keras.callbacks.Callback):
         record = {**logs, "epoch_seconds": time.perf_counter() - self.start, "steps": self.steps,
                   "tokens_per_second": self.steps * self.tokens_per_step / max(train_seconds, 1e-9)}
         for key, value in record.items():
-            self.history.setdefault(key, [None] * epoch).append(float(value))
+            number = int(value) if key == "steps" else float(value)
+            self.history.setdefault(key, [None] * epoch).append(number)
         artifacts.write_json_atomic(self.path, self.history)
 
 
@@ -209,7 +210,7 @@ class RunBackup(keras.callbacks.BackupAndRestore):
     - an epoch cut short by the budget is recorded as unfinished: `--resume` runs that epoch
       again in full instead of counting its few steps as a whole epoch;
     - each backup records the optimizer's step count, so that an endless-data run resumes
-      where its data left off (`backed_up_steps`), and is written atomically.
+      where its data left off (`backup_position`), and is written atomically.
 
     A resumed run starts the interrupted epoch again from its first batch (Keras cannot start an
     epoch in the middle), with the weights and optimizer state of the last backup.
@@ -263,8 +264,7 @@ class RunBackup(keras.callbacks.BackupAndRestore):
 
     def _load_model(self):
         """Restore the newest backup whose weights and metadata belong together, or start afresh."""
-        pairs = [(Path(self._weights_path), Path(self._training_metadata_path)),
-                 (Path(self._prev_weights_path), Path(self._prev_training_metadata_path))]
+        pairs = _backup_pairs(self)
         for weights, metadata in pairs:
             if _matching_pair(weights, metadata):
                 if weights != pairs[0][0]:
@@ -275,6 +275,12 @@ class RunBackup(keras.callbacks.BackupAndRestore):
             for path in (path for pair in pairs for path in pair):
                 path.unlink(missing_ok=True)
         super()._load_model()
+
+
+def _backup_pairs(backup: keras.callbacks.BackupAndRestore) -> list[tuple[Path, Path]]:
+    """The (weights, metadata) files Keras names for a backup: the newest pair, then the previous."""
+    return [(Path(backup._weights_path), Path(backup._training_metadata_path)),
+            (Path(backup._prev_weights_path), Path(backup._prev_training_metadata_path))]
 
 
 def _sha256(path: Path) -> str:
@@ -298,12 +304,18 @@ def optimizer_steps(model: keras.Model) -> int:
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
-def backed_up_steps(backup_dir: Path) -> int:
-    """Training steps behind the last backup (0 without one)."""
-    try:
-        return int(json.loads((backup_dir / BACKUP_METADATA).read_text(encoding="utf-8"))["steps"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+class BackupPosition(NamedTuple):
+    epoch: int  # the epoch a resumed run starts with (Keras' initial_epoch)
+    steps: int  # the training steps behind the backed-up weights
+
+
+def backup_position(backup_dir: Path) -> BackupPosition:
+    """Where the backup a resumed run restores leaves off (the start without one)."""
+    for weights, metadata in _backup_pairs(keras.callbacks.BackupAndRestore(str(backup_dir))):
+        if _matching_pair(weights, metadata):
+            recorded = json.loads(metadata.read_text(encoding="utf-8"))
+            return BackupPosition(int(recorded["epoch"]), int(recorded["steps"]))
+    return BackupPosition(0, 0)
 
 
 class EpochSamples(keras.callbacks.Callback):
@@ -504,8 +516,10 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
         model = build_model(run_config.model)
         _compile(model, config)
     endless = config.steps_per_epoch is not None
+    position = backup_position(run_dir / BACKUP_DIR)
     train_ds = training_dataset(data.train, config.seq_len, config.batch_size, config.seed, endless=endless,
-                                skip_batches=backed_up_steps(run_dir / BACKUP_DIR) if endless else 0)
+                                start_epoch=position.epoch, skip_batches=position.steps)
+    steps_per_epoch = config.steps_per_epoch or data.train.batches(config.seq_len, config.batch_size)
     val_ds = evaluation_dataset(data.val, config.seq_len, config.batch_size)
 
     val_chars_per_token = (data.val.chars or data.val.tokens) / data.val.tokens
@@ -544,7 +558,7 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     interrupted = False
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-                  steps_per_epoch=config.steps_per_epoch, shuffle=False,
+                  steps_per_epoch=steps_per_epoch, shuffle=False,
                   verbose=2 if options.verbose == 2 else ("auto" if options.verbose else 0))
     except KeyboardInterrupt:
         interrupted = True
