@@ -5,12 +5,14 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from textgen import fast_recurrent
 from textgen.config import ModelConfig
 
+# Keras' layers, with a faster CPU training path (fast_recurrent); cuDNN on GPUs is untouched
 RECURRENT_LAYERS: dict[str, type[keras.layers.Layer]] = {
-    "lstm": layers.LSTM,
-    "gru": layers.GRU,
-    "rnn": layers.SimpleRNN,
+    "lstm": fast_recurrent.LSTM,
+    "gru": fast_recurrent.GRU,
+    "rnn": fast_recurrent.SimpleRNN,
 }
 
 
@@ -36,7 +38,8 @@ def build_model(config: ModelConfig) -> keras.Model:
 
 
 def recurrent_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    return [layer for layer in model.layers if isinstance(layer, tuple(RECURRENT_LAYERS.values()))]
+    """The model's recurrent layers (Keras' own classes too: models saved before fast_recurrent)."""
+    return [layer for layer in model.layers if isinstance(layer, layers.LSTM | layers.GRU | layers.SimpleRNN)]
 
 
 def cudnn_problems(layer: keras.layers.Layer) -> list[str]:

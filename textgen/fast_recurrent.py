@@ -1,0 +1,197 @@
+"""LSTM, GRU and SimpleRNN layers that train fast on CPUs, by explicit backpropagation through time.
+
+On a GPU, Keras' recurrent layers run cuDNN's fused kernels, and these subclasses leave that
+path alone. On a CPU, Keras falls back to a generic loop whose gradient TensorFlow derives
+step by step: a while loop of small matrix products for every weight at every time step. When
+training on a CPU, these layers replace that loop with the classic hand-written formulation:
+
+- the input projection of every time step is one large matmul, before the loop;
+- the forward loop computes only `h @ U` and the gate arithmetic, compiled with XLA, and keeps
+  the recurrent products for the backward pass;
+- the backward loop runs back through time once: one `dz @ U^T` per step, the derivatives of
+  the (elementwise) gate arithmetic by local autodiff, also compiled with XLA;
+- the weight gradients are one large matmul each, after the loop.
+
+Same weights, same function, same saved files (tests check outputs and gradients against the
+stock layers). Inference (`training=False`) keeps Keras' own path: it takes prompts of any
+length, which XLA would recompile for, and is not where training time goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+State = tuple[tf.Tensor, ...]
+CellMath = Callable[[tf.Tensor, tf.Tensor, State], State]  # (x @ W + b, h @ U + b_u, states) -> states
+
+
+def _lstm_math(xw: tf.Tensor, hu: tf.Tensor, state: State) -> State:
+    _, c = state
+    i, f, g, o = tf.split(xw + hu, 4, axis=-1)  # Keras' gate order
+    c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+    return tf.sigmoid(o) * tf.tanh(c), c
+
+
+def _gru_math(xw: tf.Tensor, hu: tf.Tensor, state: State) -> State:
+    """Keras' GRU with reset_after=True (cuDNN's variant): the reset gate scales h @ U_h + b."""
+    (h,) = state
+    x_z, x_r, x_h = tf.split(xw, 3, axis=-1)
+    h_z, h_r, h_h = tf.split(hu, 3, axis=-1)
+    z = tf.sigmoid(x_z + h_z)
+    candidate = tf.tanh(x_h + tf.sigmoid(x_r + h_r) * h_h)
+    return (z * h + (1.0 - z) * candidate,)
+
+
+def _simple_math(xw: tf.Tensor, hu: tf.Tensor, state: State) -> State:
+    return (tf.tanh(xw + hu),)
+
+
+class _TimeLoops:
+    """The forward and backward loops over time of one cell's arithmetic, compiled with XLA."""
+
+    def __init__(self, math: CellMath):
+        self.math = math
+        self.forward = tf.function(self._forward, jit_compile=True)
+        self.backward = tf.function(self._backward, jit_compile=True)
+
+    def _forward(self, xw: tf.Tensor, recurrent: tf.Tensor, recurrent_bias: tf.Tensor,
+                 initial: State) -> tuple[State, tf.Tensor]:
+        """xw [time, batch, gates] -> every state at every step [time, batch, units] each, and
+        h @ U + b_u at every step [time, batch, gates] (kept so that backward need not redo it)."""
+        steps = tf.shape(xw)[0]
+
+        def body(t, state, sequences, products):
+            hu = tf.matmul(state[0], recurrent) + recurrent_bias
+            state = self.math(xw[t], hu, state)
+            return (t + 1, state, tuple(seq.write(t, s) for seq, s in zip(sequences, state, strict=True)),
+                    products.write(t, hu))
+
+        arrays = tuple(tf.TensorArray(xw.dtype, steps) for _ in initial)
+        _, _, sequences, products = tf.while_loop(
+            lambda t, *_: t < steps, body, (0, tuple(initial), arrays, tf.TensorArray(xw.dtype, steps)))
+        return tuple(seq.stack() for seq in sequences), products.stack()
+
+    def _backward(self, d_outputs: tf.Tensor, d_final: State, xw: tf.Tensor, products: tf.Tensor,
+                  previous: State, recurrent: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, State]:
+        """Gradients of xw and of h @ U + b_u at every step, and of the initial states.
+
+        `previous[k][t]` is state k before step t; `d_outputs[t]` the gradient of h after step t.
+        """
+        steps = tf.shape(xw)[0]
+
+        def body(k, d_state, d_xw, d_hu):
+            t = steps - 1 - k
+            xw_t, hu_t, state = xw[t], products[t], tuple(p[t] for p in previous)
+            with tf.GradientTape() as tape:
+                tape.watch([xw_t, hu_t, state])
+                new = self.math(xw_t, hu_t, state)
+            upstream = (d_state[0] + d_outputs[t], *d_state[1:])
+            g_xw, g_hu, g_state = tape.gradient(new, [xw_t, hu_t, state], output_gradients=upstream,
+                                                unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            g_state = (g_state[0] + tf.matmul(g_hu, recurrent, transpose_b=True), *g_state[1:])
+            return k + 1, g_state, d_xw.write(t, g_xw), d_hu.write(t, g_hu)
+
+        arrays = (tf.TensorArray(xw.dtype, steps), tf.TensorArray(xw.dtype, steps))
+        _, d_initial, d_xw, d_hu = tf.while_loop(lambda k, *_: k < steps, body, (0, tuple(d_final), *arrays))
+        return d_xw.stack(), d_hu.stack(), d_initial
+
+
+def _explicit_bptt(loops: _TimeLoops, sequences: tf.Tensor, initial: Sequence[tf.Tensor], kernel: tf.Tensor,
+                   recurrent: tf.Tensor, input_bias: tf.Tensor,
+                   recurrent_bias: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    """sequences [batch, time, features] -> (outputs [batch, time, units], final states)."""
+
+    @tf.custom_gradient
+    def run(x, kernel, recurrent, input_bias, recurrent_bias, *initial):
+        batch, steps, features = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+        flat_x = tf.reshape(tf.transpose(x, [1, 0, 2]), [-1, features])  # [time * batch, features]
+        xw = tf.reshape(tf.matmul(flat_x, kernel) + input_bias, [steps, batch, -1])
+        # stop_gradient: the gradient is ours; without it an eager GradientTape would ask
+        # TensorFlow to differentiate the compiled loop as well, which XLA cannot
+        sequences, products = loops.forward(*tf.nest.map_structure(tf.stop_gradient, (
+            xw, recurrent, recurrent_bias, initial)))
+        previous = tuple(tf.concat([s0[None], seq[:-1]], 0)  # the states before each step
+                         for s0, seq in zip(initial, sequences, strict=True))
+
+        def gradient(d_outputs, *d_final):
+            d_final = tuple(tf.zeros_like(s0) if d is None else d
+                            for d, s0 in zip(d_final, initial, strict=True))
+            d_xw, d_hu, d_initial = loops.backward(tf.transpose(d_outputs, [1, 0, 2]), d_final, xw, products,
+                                                   previous, recurrent)
+            d_xw = tf.reshape(d_xw, [steps * batch, -1])
+            d_hu = tf.reshape(d_hu, [steps * batch, -1])
+            flat_h = tf.reshape(previous[0], [steps * batch, -1])
+            d_x = tf.transpose(tf.reshape(tf.matmul(d_xw, kernel, transpose_b=True), [steps, batch, -1]),
+                               [1, 0, 2])
+            return (d_x, tf.matmul(flat_x, d_xw, transpose_a=True), tf.matmul(flat_h, d_hu, transpose_a=True),
+                    tf.reduce_sum(d_xw, 0), tf.reduce_sum(d_hu, 0), *d_initial)
+
+        return (tf.transpose(sequences[0], [1, 0, 2]), *(seq[-1] for seq in sequences)), gradient
+
+    outputs, *final = run(sequences, kernel, recurrent, input_bias, recurrent_bias, *initial)
+    return outputs, final
+
+
+def _gpu_visible() -> bool:
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+class _ExplicitBPTT:
+    """Mixin: the CPU training path of a Keras recurrent layer. Subclasses name their loops and
+    how their weights split into (kernel, recurrent kernel, input bias, recurrent bias)."""
+
+    loops: _TimeLoops
+
+    def explicit_bptt_applies(self, mask, training) -> bool:
+        """Whether this call trains on the CPU with settings the explicit loops implement."""
+        cell = self.cell
+        settings_fit = (
+            cell.use_bias and not cell.dropout and not cell.recurrent_dropout
+            and cell.activation is keras.activations.tanh
+            and getattr(cell, "recurrent_activation", keras.activations.sigmoid) is keras.activations.sigmoid
+            and getattr(cell, "reset_after", True)
+            and not (self.go_backwards or self.unroll or self.stateful) and self.compute_dtype == "float32")
+        return bool(training and settings_fit and mask is None and keras.backend.backend() == "tensorflow"
+                    and not _gpu_visible())
+
+    def weights_split(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        cell = self.cell
+        return cell.kernel, cell.recurrent_kernel, cell.bias, tf.zeros(cell.bias.shape, self.compute_dtype)
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if not self.explicit_bptt_applies(mask, training):
+            return super().inner_loop(sequences, initial_state, mask, training=training)
+        initial = list(initial_state) if isinstance(initial_state, list | tuple) else [initial_state]
+        kernel, recurrent, input_bias, recurrent_bias = self.weights_split()
+        outputs, final = _explicit_bptt(self.loops, sequences, initial, tf.convert_to_tensor(kernel),
+                                        tf.convert_to_tensor(recurrent), tf.convert_to_tensor(input_bias),
+                                        tf.convert_to_tensor(recurrent_bias))
+        return final[0], outputs, final
+
+
+@keras.saving.register_keras_serializable(package="textgen")
+class LSTM(_ExplicitBPTT, keras.layers.LSTM):
+    """keras.layers.LSTM, trained on CPUs by explicit backpropagation through time."""
+
+    loops = _TimeLoops(_lstm_math)
+
+
+@keras.saving.register_keras_serializable(package="textgen")
+class GRU(_ExplicitBPTT, keras.layers.GRU):
+    """keras.layers.GRU, trained on CPUs by explicit backpropagation through time."""
+
+    loops = _TimeLoops(_gru_math)
+
+    def weights_split(self):
+        cell = self.cell  # reset_after: the bias holds an input row and a recurrent row
+        return cell.kernel, cell.recurrent_kernel, cell.bias[0], cell.bias[1]
+
+
+@keras.saving.register_keras_serializable(package="textgen")
+class SimpleRNN(_ExplicitBPTT, keras.layers.SimpleRNN):
+    """keras.layers.SimpleRNN, trained on CPUs by explicit backpropagation through time."""
+
+    loops = _TimeLoops(_simple_math)
