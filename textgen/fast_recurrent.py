@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 State = tuple[tf.Tensor, ...]
-CellMath = Callable[[tf.Tensor, tf.Tensor, State], State]  # (x @ W + b, h @ U + b_u, states) -> states
+CellMath = Callable[[tf.Tensor, tf.Tensor | float, State], State]  # (x@W + b, h@U + b_u, states) -> states
 
 
 def _lstm_math(xw: tf.Tensor, hu: tf.Tensor, state: State) -> State:
@@ -50,31 +50,40 @@ def _simple_math(xw: tf.Tensor, hu: tf.Tensor, state: State) -> State:
 
 
 class _TimeLoops:
-    """The forward and backward loops over time of one cell's arithmetic, compiled with XLA."""
+    """The forward and backward loops over time of one cell's arithmetic, compiled with XLA.
 
-    def __init__(self, math: CellMath):
+    `additive` cells (LSTM, SimpleRNN) use xw and hu only through their sum z: the forward keeps
+    z, and the gradients of xw and hu are the same tensor (one array, one weight-gradient matmul).
+    """
+
+    def __init__(self, math: CellMath, additive: bool):
         self.math = math
+        self.additive = additive
         self.forward = tf.function(self._forward, jit_compile=True)
         self.backward = tf.function(self._backward, jit_compile=True)
 
     def _forward(self, xw: tf.Tensor, recurrent: tf.Tensor, recurrent_bias: tf.Tensor,
                  initial: State) -> tuple[State, tf.Tensor]:
-        """xw [time, batch, gates] -> every state at every step [time, batch, units] each, and
-        h @ U + b_u at every step [time, batch, gates] (kept so that backward need not redo it)."""
+        """xw [time, batch, gates] -> every state at every step [time, batch, units] each, and what
+        the backward pass needs of each step [time, batch, gates]: z = xw + hu for additive cells,
+        hu = h @ U + b_u for the others (kept so that the backward need not recompute it)."""
         steps = tf.shape(xw)[0]
 
-        def body(t, state, sequences, products):
+        def body(t, state, sequences, kept):
             hu = tf.matmul(state[0], recurrent) + recurrent_bias
-            state = self.math(xw[t], hu, state)
+            xw_t = xw[t]
+            if self.additive:
+                xw_t, hu = xw_t + hu, 0.0
+            state = self.math(xw_t, hu, state)
             return (t + 1, state, tuple(seq.write(t, s) for seq, s in zip(sequences, state, strict=True)),
-                    products.write(t, hu))
+                    kept.write(t, xw_t if self.additive else hu))
 
         arrays = tuple(tf.TensorArray(xw.dtype, steps) for _ in initial)
-        _, _, sequences, products = tf.while_loop(
+        _, _, sequences, kept = tf.while_loop(
             lambda t, *_: t < steps, body, (0, tuple(initial), arrays, tf.TensorArray(xw.dtype, steps)))
-        return tuple(seq.stack() for seq in sequences), products.stack()
+        return tuple(seq.stack() for seq in sequences), kept.stack()
 
-    def _backward(self, d_outputs: tf.Tensor, d_final: State, xw: tf.Tensor, products: tf.Tensor,
+    def _backward(self, d_outputs: tf.Tensor, d_final: State, xw: tf.Tensor, kept: tf.Tensor,
                   previous: State, recurrent: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, State]:
         """Gradients of xw and of h @ U + b_u at every step, and of the initial states.
 
@@ -84,19 +93,31 @@ class _TimeLoops:
 
         def body(k, d_state, d_xw, d_hu):
             t = steps - 1 - k
-            xw_t, hu_t, state = xw[t], products[t], tuple(p[t] for p in previous)
-            with tf.GradientTape() as tape:
-                tape.watch([xw_t, hu_t, state])
-                new = self.math(xw_t, hu_t, state)
+            state = tuple(p[t] for p in previous)
             upstream = (d_state[0] + d_outputs[t], *d_state[1:])
-            g_xw, g_hu, g_state = tape.gradient(new, [xw_t, hu_t, state], output_gradients=upstream,
-                                                unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            if self.additive:
+                z_t = kept[t]
+                with tf.GradientTape() as tape:
+                    tape.watch([z_t, state])
+                    new = self.math(z_t, 0.0, state)
+                g_xw, g_state = tape.gradient(new, [z_t, state], output_gradients=upstream,
+                                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                g_hu = g_xw
+            else:
+                xw_t, hu_t = xw[t], kept[t]
+                with tf.GradientTape() as tape:
+                    tape.watch([xw_t, hu_t, state])
+                    new = self.math(xw_t, hu_t, state)
+                g_xw, g_hu, g_state = tape.gradient(new, [xw_t, hu_t, state], output_gradients=upstream,
+                                                    unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                d_hu = d_hu.write(t, g_hu)
             g_state = (g_state[0] + tf.matmul(g_hu, recurrent, transpose_b=True), *g_state[1:])
-            return k + 1, g_state, d_xw.write(t, g_xw), d_hu.write(t, g_hu)
+            return k + 1, g_state, d_xw.write(t, g_xw), d_hu
 
-        arrays = (tf.TensorArray(xw.dtype, steps), tf.TensorArray(xw.dtype, steps))
+        arrays = (tf.TensorArray(xw.dtype, steps), tf.TensorArray(xw.dtype, 0 if self.additive else steps))
         _, d_initial, d_xw, d_hu = tf.while_loop(lambda k, *_: k < steps, body, (0, tuple(d_final), *arrays))
-        return d_xw.stack(), d_hu.stack(), d_initial
+        d_xw = d_xw.stack()
+        return d_xw, d_xw if self.additive else d_hu.stack(), d_initial
 
 
 def _explicit_bptt(loops: _TimeLoops, sequences: tf.Tensor, initial: Sequence[tf.Tensor], kernel: tf.Tensor,
@@ -111,7 +132,7 @@ def _explicit_bptt(loops: _TimeLoops, sequences: tf.Tensor, initial: Sequence[tf
         xw = tf.reshape(tf.matmul(flat_x, kernel) + input_bias, [steps, batch, -1])
         # stop_gradient: the gradient is ours; without it an eager GradientTape would ask
         # TensorFlow to differentiate the compiled loop as well, which XLA cannot
-        sequences, products = loops.forward(*tf.nest.map_structure(tf.stop_gradient, (
+        sequences, kept = loops.forward(*tf.nest.map_structure(tf.stop_gradient, (
             xw, recurrent, recurrent_bias, initial)))
         previous = tuple(tf.concat([s0[None], seq[:-1]], 0)  # the states before each step
                          for s0, seq in zip(initial, sequences, strict=True))
@@ -119,15 +140,23 @@ def _explicit_bptt(loops: _TimeLoops, sequences: tf.Tensor, initial: Sequence[tf
         def gradient(d_outputs, *d_final):
             d_final = tuple(tf.zeros_like(s0) if d is None else d
                             for d, s0 in zip(d_final, initial, strict=True))
-            d_xw, d_hu, d_initial = loops.backward(tf.transpose(d_outputs, [1, 0, 2]), d_final, xw, products,
+            d_xw, d_hu, d_initial = loops.backward(tf.transpose(d_outputs, [1, 0, 2]), d_final, xw, kept,
                                                    previous, recurrent)
             d_xw = tf.reshape(d_xw, [steps * batch, -1])
-            d_hu = tf.reshape(d_hu, [steps * batch, -1])
             flat_h = tf.reshape(previous[0], [steps * batch, -1])
             d_x = tf.transpose(tf.reshape(tf.matmul(d_xw, kernel, transpose_b=True), [steps, batch, -1]),
                                [1, 0, 2])
-            return (d_x, tf.matmul(flat_x, d_xw, transpose_a=True), tf.matmul(flat_h, d_hu, transpose_a=True),
-                    tf.reduce_sum(d_xw, 0), tf.reduce_sum(d_hu, 0), *d_initial)
+            if loops.additive:  # both weight gradients in one matmul: [x | h]^T @ dz
+                d_weights = tf.matmul(tf.concat([flat_x, flat_h], 1), d_xw, transpose_a=True)
+                d_kernel, d_recurrent = d_weights[:features], d_weights[features:]
+                d_bias = tf.reduce_sum(d_xw, 0)
+                d_input_bias, d_recurrent_bias = d_bias, d_bias
+            else:
+                d_hu = tf.reshape(d_hu, [steps * batch, -1])
+                d_kernel = tf.matmul(flat_x, d_xw, transpose_a=True)
+                d_recurrent = tf.matmul(flat_h, d_hu, transpose_a=True)
+                d_input_bias, d_recurrent_bias = tf.reduce_sum(d_xw, 0), tf.reduce_sum(d_hu, 0)
+            return (d_x, d_kernel, d_recurrent, d_input_bias, d_recurrent_bias, *d_initial)
 
         return (tf.transpose(sequences[0], [1, 0, 2]), *(seq[-1] for seq in sequences)), gradient
 
@@ -176,14 +205,14 @@ class _ExplicitBPTT:
 class LSTM(_ExplicitBPTT, keras.layers.LSTM):
     """keras.layers.LSTM, trained on CPUs by explicit backpropagation through time."""
 
-    loops = _TimeLoops(_lstm_math)
+    loops = _TimeLoops(_lstm_math, additive=True)
 
 
 @keras.saving.register_keras_serializable(package="textgen")
 class GRU(_ExplicitBPTT, keras.layers.GRU):
     """keras.layers.GRU, trained on CPUs by explicit backpropagation through time."""
 
-    loops = _TimeLoops(_gru_math)
+    loops = _TimeLoops(_gru_math, additive=False)
 
     def weights_split(self):
         cell = self.cell  # reset_after: the bias holds an input row and a recurrent row
@@ -194,4 +223,4 @@ class GRU(_ExplicitBPTT, keras.layers.GRU):
 class SimpleRNN(_ExplicitBPTT, keras.layers.SimpleRNN):
     """keras.layers.SimpleRNN, trained on CPUs by explicit backpropagation through time."""
 
-    loops = _TimeLoops(_simple_math)
+    loops = _TimeLoops(_simple_math, additive=True)
