@@ -1,8 +1,9 @@
 """Corpus + tokenizer -> tf.data datasets of (inputs, targets) windows; knows nothing of models.
 
 Tokens are streamed chunk by chunk from the corpus and cut into windows of `seq_len + 1` ids
-(inputs are the first `seq_len`, targets the same window shifted by one), so memory stays
-bounded whatever the corpus size. tf.data then shuffles, batches and prefetches.
+(inputs are the first `seq_len`, targets the same window shifted by one). Corpora up to
+CACHE_MAX_TOKENS are then held as one array of windows; larger ones stay streamed, so memory
+stays bounded whatever the corpus size. tf.data shuffles, batches and prefetches.
 """
 
 from __future__ import annotations
