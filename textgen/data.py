@@ -177,9 +177,10 @@ def evaluation_dataset(source: TokenSource, seq_len: int, batch_size: int) -> tf
 def _shardable(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """Let several workers share the batches: each keeps its part of every global batch.
 
-    Our windows come from a Python generator, not from files, so tf.distribute cannot give each
-    worker its own files; DATA sharding has every worker read the same (seeded, hence identical)
-    stream and keep its share of each batch. With a single worker the option changes nothing.
+    Our windows come from memory or a Python generator, not from files, so tf.distribute cannot
+    give each worker its own files; DATA sharding has every worker read the same (seeded, hence
+    identical) stream and keep its share of each batch. With a single worker the option changes
+    nothing.
     """
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

@@ -265,15 +265,13 @@ class RunBackup(keras.callbacks.BackupAndRestore):
     def _load_model(self):
         """Restore the newest backup whose weights and metadata belong together, or start afresh."""
         pairs = _backup_pairs(self)
-        for weights, metadata in pairs:
-            if _matching_pair(weights, metadata):
-                if weights != pairs[0][0]:
-                    shutil.copyfile(weights, pairs[0][0])
-                    shutil.copyfile(metadata, pairs[0][1])
-                break
-        else:  # no complete backup: train from the start rather than pair weights with another epoch
+        complete = _newest_complete_pair(pairs)
+        if complete is None:  # train from the start rather than pair weights with another epoch
             for path in (path for pair in pairs for path in pair):
                 path.unlink(missing_ok=True)
+        elif complete != pairs[0]:
+            shutil.copyfile(complete[0], pairs[0][0])
+            shutil.copyfile(complete[1], pairs[0][1])
         super()._load_model()
 
 
@@ -281,6 +279,11 @@ def _backup_pairs(backup: keras.callbacks.BackupAndRestore) -> list[tuple[Path, 
     """The (weights, metadata) files Keras names for a backup: the newest pair, then the previous."""
     return [(Path(backup._weights_path), Path(backup._training_metadata_path)),
             (Path(backup._prev_weights_path), Path(backup._prev_training_metadata_path))]
+
+
+def _newest_complete_pair(pairs: list[tuple[Path, Path]]) -> tuple[Path, Path] | None:
+    """The first (weights, metadata) pair whose metadata records those very weights, if any."""
+    return next((pair for pair in pairs if _matching_pair(*pair)), None)
 
 
 def _sha256(path: Path) -> str:
@@ -311,11 +314,11 @@ class BackupPosition(NamedTuple):
 
 def backup_position(backup_dir: Path) -> BackupPosition:
     """Where the backup a resumed run restores leaves off (the start without one)."""
-    for weights, metadata in _backup_pairs(keras.callbacks.BackupAndRestore(str(backup_dir))):
-        if _matching_pair(weights, metadata):
-            recorded = json.loads(metadata.read_text(encoding="utf-8"))
-            return BackupPosition(int(recorded["epoch"]), int(recorded["steps"]))
-    return BackupPosition(0, 0)
+    complete = _newest_complete_pair(_backup_pairs(keras.callbacks.BackupAndRestore(str(backup_dir))))
+    if complete is None:
+        return BackupPosition(0, 0)
+    recorded = json.loads(complete[1].read_text(encoding="utf-8"))
+    return BackupPosition(int(recorded["epoch"]), int(recorded["steps"]))
 
 
 class EpochSamples(keras.callbacks.Callback):
