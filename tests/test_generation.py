@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from textgen.config import ModelConfig
-from textgen.generation import Generator
+from textgen.generation import MAX_CHUNK_TOKENS, Generator, chunk_sizes
 from textgen.models import build_model
 from textgen.tokenizers import CharTokenizer
 
@@ -48,3 +48,47 @@ def test_compiled_and_plain_generators_draw_the_same_text():
     options = {"num_samples": 4, "temperature": 1.3, "top_p": 0.95, "seed": 11}
     compiled = Generator(model, tokenizer, xla=True).generate("ab", 60, **options)
     assert Generator(model, tokenizer, xla=False).generate("ab", 60, **options) == compiled
+
+
+def test_chunks_start_small_and_grow_to_a_cap_that_shrinks_with_more_samples():
+    assert list(chunk_sizes(100, 1)) == [16, 32, 52]
+    one = list(chunk_sizes(20_000, 1))
+    assert sum(one) == 20_000 and max(one) == MAX_CHUNK_TOKENS
+    many = list(chunk_sizes(2_000, 64))
+    assert sum(many) == 2_000 and max(many) == 128  # about the same work per call
+    assert list(chunk_sizes(0, 1)) == []
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_the_input_table_gives_the_text_of_the_input_matmul(cell):
+    """The sampling loop looks the first layer's input projection up in a table; a generator
+    without the table (as exports build it) writes the same text, and the table follows the
+    weights after they change."""
+    keras.utils.set_random_seed(4)
+    tokenizer = CharTokenizer(list("abcdefghijklmnop"))
+    model = build_model(ModelConfig(vocab_size=tokenizer.vocab_size, cell=cell, layers=2, units=8,
+                                    embedding_dim=4))
+    output = model.get_layer("logits")
+    output.set_weights([w * 30 for w in output.get_weights()])  # text that depends on the states
+    with_table = Generator(model, tokenizer)
+    assert with_table.input_table is not None
+    options = {"num_samples": 3, "temperature": 1.0, "seed": 2}
+    before = with_table.generate("ab", 80, **options)
+    assert Generator(model, tokenizer, input_table=False).generate("ab", 80, **options) == before
+    embedding = model.get_layer("embedding")
+    embedding.set_weights([w * 10 for w in embedding.get_weights()])
+    with_table.sync_weights()
+    after = with_table.generate("ab", 80, **options)
+    assert after != before
+    assert Generator(model, tokenizer, input_table=False).generate("ab", 80, **options) == after
+
+
+def test_a_fixed_chunk_longer_than_the_buffer_is_split():
+    keras.utils.set_random_seed(0)
+    tokenizer = CharTokenizer(list("abcdefgh"))
+    model = build_model(ModelConfig(vocab_size=tokenizer.vocab_size, units=8, embedding_dim=4))
+    generator = Generator(model, tokenizer)
+    pieces = list(generator.stream("ab", MAX_CHUNK_TOKENS + 10, seed=1, chunk=MAX_CHUNK_TOKENS + 10))
+    assert [p.shape[1] for p in pieces] == [MAX_CHUNK_TOKENS, 10]
+    assert np.concatenate(pieces, 1).tolist() == [list(generator.tokenizer.encode(
+        generator.generate("ab", MAX_CHUNK_TOKENS + 10, seed=1)[0]))]

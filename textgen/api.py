@@ -74,8 +74,8 @@ class TextModel:
 
         >>> model = textgen.load("tiny", output_dir=models)
         >>> chunks = list(model.stream("ROMEO:", length=100, num_samples=2, seed=1))
-        >>> len(chunks), len(chunks[0])      # 64 tokens per chunk, one piece per sample
-        (2, 2)
+        >>> [len(c[0]) for c in chunks]      # chunks grow; each holds one piece per sample
+        [16, 32, 52]
         >>> "".join(c[0] for c in chunks) == model.generate("ROMEO:", 100, seed=1)[len("ROMEO:"):]
         True
         """

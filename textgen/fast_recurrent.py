@@ -164,13 +164,30 @@ def _explicit_bptt(loops: _TimeLoops, sequences: tf.Tensor, initial: Sequence[tf
     return outputs, final
 
 
+def cell_math(layer: keras.layers.Layer) -> tuple[CellMath, bool]:
+    """The step arithmetic of a Keras LSTM, GRU or SimpleRNN layer (textgen's or Keras' own class,
+    with the cuDNN-style settings textgen builds), and whether it is additive."""
+    if isinstance(layer, keras.layers.LSTM):
+        return _lstm_math, True
+    if isinstance(layer, keras.layers.GRU):
+        return _gru_math, False
+    return _simple_math, True
+
+
+def weights_split(layer: keras.layers.Layer) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(kernel, recurrent kernel, input bias, recurrent bias) of a layer, for `cell_math`."""
+    cell = layer.cell
+    if isinstance(layer, keras.layers.GRU):  # reset_after: the bias holds an input and a recurrent row
+        return cell.kernel, cell.recurrent_kernel, cell.bias[0], cell.bias[1]
+    return cell.kernel, cell.recurrent_kernel, cell.bias, tf.zeros(cell.bias.shape, layer.compute_dtype)
+
+
 def _gpu_visible() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 
 
 class _ExplicitBPTT:
-    """Mixin: the CPU training path of a Keras recurrent layer. Subclasses name their loops and
-    how their weights split into (kernel, recurrent kernel, input bias, recurrent bias)."""
+    """Mixin: the CPU training path of a Keras recurrent layer. Subclasses name their loops."""
 
     loops: _TimeLoops
 
@@ -186,15 +203,11 @@ class _ExplicitBPTT:
         return bool(training and settings_fit and mask is None and keras.backend.backend() == "tensorflow"
                     and not _gpu_visible())
 
-    def weights_split(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        cell = self.cell
-        return cell.kernel, cell.recurrent_kernel, cell.bias, tf.zeros(cell.bias.shape, self.compute_dtype)
-
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if not self.explicit_bptt_applies(mask, training):
             return super().inner_loop(sequences, initial_state, mask, training=training)
         initial = list(initial_state) if isinstance(initial_state, list | tuple) else [initial_state]
-        kernel, recurrent, input_bias, recurrent_bias = self.weights_split()
+        kernel, recurrent, input_bias, recurrent_bias = weights_split(self)
         outputs, final = _explicit_bptt(self.loops, sequences, initial, tf.convert_to_tensor(kernel),
                                         tf.convert_to_tensor(recurrent), tf.convert_to_tensor(input_bias),
                                         tf.convert_to_tensor(recurrent_bias))
@@ -213,10 +226,6 @@ class GRU(_ExplicitBPTT, keras.layers.GRU):
     """keras.layers.GRU, trained on CPUs by explicit backpropagation through time."""
 
     loops = _TimeLoops(_gru_math, additive=False)
-
-    def weights_split(self):
-        cell = self.cell  # reset_after: the bias holds an input row and a recurrent row
-        return cell.kernel, cell.recurrent_kernel, cell.bias[0], cell.bias[1]
 
 
 @keras.saving.register_keras_serializable(package="textgen")

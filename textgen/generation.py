@@ -2,8 +2,11 @@
 
 The prime is fed once through the sequence kernels (copies of the recurrent layers that also
 return their final states); after that every new token costs one step of the cells, inside a
-compiled `tf.while_loop`. Generation always computes in float32, whatever policy the model was
-trained under, so models trained with mixed precision on a GPU sample on any CPU.
+compiled `tf.while_loop`. The loop's step does the least work per token: the first layer's input
+projection of every vocabulary entry is a table computed once (a row lookup instead of a matmul),
+and each layer makes one `h @ U` product and its gate arithmetic. Generation always computes in
+float32, whatever policy the model was trained under, so models trained with mixed precision on a
+GPU sample on any CPU.
 """
 
 from __future__ import annotations
@@ -14,11 +17,28 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from textgen.fast_recurrent import cell_math, weights_split
 from textgen.models import recurrent_layers
 from textgen.sampling import apply_repetition_penalty, sample_next, temperature_list
 from textgen.tokenizers import UNK_ID, Tokenizer
 
-CHUNK_TOKENS = 64  # tokens per compiled call: how often text reaches the screen
+# Tokens per compiled call: the first call is short so that text reaches the screen at once, the
+# next ones double, up to MAX_CHUNK_TOKENS or CALL_TOKENS summed over the samples (each call costs
+# about a millisecond of Python and TensorFlow overhead, which short calls would pay too often).
+FIRST_CHUNK_TOKENS = 16
+MAX_CHUNK_TOKENS = 1024
+CALL_TOKENS = 8192
+TABLE_MAX_FLOATS = 4_000_000  # the first layer's input table is kept when at most 16 MB
+
+
+def chunk_sizes(length: int, num_samples: int) -> Iterator[int]:
+    """How many tokens each compiled call generates, until `length`."""
+    cap = max(FIRST_CHUNK_TOKENS, min(MAX_CHUNK_TOKENS, CALL_TOKENS // max(num_samples, 1)))
+    size, done = FIRST_CHUNK_TOKENS, 0
+    while done < length:
+        yield min(size, length - done)
+        done += size
+        size = min(2 * size, cap)
 
 
 def fallback_id(tokenizer: Tokenizer) -> int:
@@ -37,7 +57,8 @@ def prime_ids(tokenizer: Tokenizer, prime: str) -> np.ndarray:
 class Generator:
     """Prime + sample loop over a trained model's weights."""
 
-    def __init__(self, model: keras.Model, tokenizer: Tokenizer, xla: bool = True):
+    def __init__(self, model: keras.Model, tokenizer: Tokenizer, xla: bool = True, input_table: bool = True):
+        """`input_table=False` keeps the first layer's input matmul (exports: no derived weights)."""
         self.model = model
         self.tokenizer = tokenizer
         self.embedding = model.get_layer("embedding")
@@ -53,18 +74,29 @@ class Generator:
         banned[UNK_ID] = True
         self.banned = tf.constant(banned)
         self.fallback_id = fallback_id(tokenizer)
+        self.arithmetic = [cell_math(layer) for layer in self.layers]
+        gates = self.layers[0].cell.kernel.shape[-1]
+        self.input_table = (tf.Variable(tf.zeros([tokenizer.vocab_size, gates]), trainable=False,
+                                        name="input_table")
+                            if input_table and tokenizer.vocab_size * gates <= TABLE_MAX_FLOATS else None)
         self.sync_weights()
         self.xla = xla
-        # Fixed signatures: one trace per generator, whatever the batch, prime or list lengths.
+        # Fixed signatures: one trace per generator, whatever the batch, prime, list or chunk lengths.
         states = [tf.TensorSpec([None, units], tf.float32) for units in self.state_units]
         vocab = tokenizer.vocab_size
         scalar = tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)
-        self._steps_signature = [
+        signature = [
             tf.TensorSpec([None, vocab], tf.float32), states, tf.TensorSpec([None, vocab], tf.bool),
-            tf.TensorSpec([None], tf.float32), scalar[0], scalar[1], scalar[1], scalar[0], scalar[0]]
+            scalar[0], tf.TensorSpec([None], tf.float32), scalar[0], scalar[1], scalar[1], scalar[0],
+            scalar[0]]
         self._prime = tf.function(self.prime_graph,
                                   input_signature=[tf.TensorSpec([None, None], tf.int32)])
-        self._compiled_steps: dict[int, tf.types.experimental.PolymorphicFunction] = {}
+        # Under XLA the tokens go to a buffer of MAX_CHUNK_TOKENS (shapes are compile-time), of
+        # which a call fills its first `steps`; one compiled loop serves every chunk size.
+        capacity = MAX_CHUNK_TOKENS if xla else None
+        self._sample = tf.function(
+            lambda *args: self.sample_graph(*args, capacity=capacity), input_signature=signature,
+            jit_compile=xla)
 
     @staticmethod
     def _state_returning_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
@@ -78,6 +110,10 @@ class Generator:
         """Copy the model's current weights (called again after each training epoch)."""
         for source, copy in zip(recurrent_layers(self.model), self.layers, strict=True):
             copy.set_weights(source.get_weights())
+        if self.input_table is not None:
+            kernel, _, input_bias, _ = weights_split(self.layers[0])
+            self.input_table.assign(tf.matmul(self._embed(tf.range(self.tokenizer.vocab_size)), kernel)
+                                    + input_bias)
 
     # -- graph pieces -------------------------------------------------------------------------
     def _embed(self, ids: tf.Tensor) -> tf.Tensor:
@@ -116,26 +152,38 @@ class Generator:
             position += count
         return self._logits(x), new_states
 
-    def _steps_function(self, steps: int):
-        """The compiled loop for `steps` tokens (a constant, so that XLA compiles it once)."""
-        if steps not in self._compiled_steps:
-            def run(logits, states, seen, temperatures, top_k, top_p, penalty, seed, offset):
-                return self.sample_graph(logits, states, seen, steps, temperatures, top_k, top_p,
-                                         penalty, seed, offset)
-
-            self._compiled_steps[steps] = tf.function(run, input_signature=self._steps_signature,
-                                                      jit_compile=self.xla)
-        return self._compiled_steps[steps]
+    def lean_step(self, ids: tf.Tensor, states: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """`step` with the least work per token, for the sampling loop: the first layer's input
+        projection is a row of the input table, each layer one `h @ U` and its gate arithmetic."""
+        x = None
+        new_states: list[tf.Tensor] = []
+        position = 0
+        for index, (layer, count, (math, additive)) in enumerate(
+                zip(self.layers, self.state_counts, self.arithmetic, strict=True)):
+            kernel, recurrent, input_bias, recurrent_bias = weights_split(layer)
+            state = tuple(states[position:position + count])
+            if index == 0 and self.input_table is not None:
+                xw = tf.gather(self.input_table, ids)
+            else:
+                xw = tf.matmul(self._embed(ids) if index == 0 else x, kernel) + input_bias
+            hu = tf.matmul(state[0], recurrent) + recurrent_bias
+            layer_states = math(xw + hu, 0.0, state) if additive else math(xw, hu, state)
+            x = layer_states[0]
+            new_states.extend(layer_states)
+            position += count
+        return self._logits(x), new_states
 
     def sample_graph(self, logits, states, seen, steps, temperatures, top_k, top_p, penalty, seed,
-                     offset):
-        """Sample `steps` tokens in a `tf.while_loop` -> ids [batch, steps], logits, states, seen.
+                     offset, capacity: int | None = None):
+        """Sample `steps` tokens in a `tf.while_loop` -> ids [batch, capacity or steps], logits,
+        states, seen (with a `capacity`, ids past `steps` are zeros).
 
         Token i of a call draws its noise from (seed, offset + i) alone, so text does not
         depend on how generation is cut into calls.
         """
         batch = tf.shape(logits)[0]
-        tokens = tf.TensorArray(tf.int32, size=steps, element_shape=tf.TensorShape([None]))
+        size = steps if capacity is None else capacity
+        tokens = tf.TensorArray(tf.int32, size=size, element_shape=tf.TensorShape([None]))
 
         def body(i, logits, states, seen, tokens):
             step = offset + i
@@ -147,38 +195,40 @@ class Generator:
             ids = sample_next(logits, temperature, top_k, top_p, tf.stack([seed, step]), self.banned)
             seen = tf.cond(penalised, lambda: tf.logical_or(seen, tf.one_hot(
                 ids, self.tokenizer.vocab_size, on_value=True, off_value=False)), lambda: seen)
-            logits, states = self.step(ids, states)
+            logits, states = self.lean_step(ids, states)
             return i + 1, logits, states, seen, tokens.write(i, ids)
 
         _, logits, states, seen, tokens = tf.while_loop(
             lambda i, *_: i < steps, body, (tf.constant(0), logits, states, seen, tokens))
-        return tf.reshape(tf.transpose(tokens.stack()), [batch, steps]), logits, states, seen
+        return tf.reshape(tf.transpose(tokens.stack()), [batch, size]), logits, states, seen
 
     # -- public -----------------------------------------------------------------------------
 
     def stream(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
                temperature: float | Sequence[float] = 0.8, top_k: int = 0, top_p: float = 1.0,
                repetition_penalty: float = 1.0, seed: int = 0,
-               chunk: int = CHUNK_TOKENS) -> Iterator[np.ndarray]:
+               chunk: int | None = None) -> Iterator[np.ndarray]:
         """Yield [num_samples, n] arrays of new token ids, chunk by chunk, until `length` tokens.
 
+        Chunks grow from FIRST_CHUNK_TOKENS (see `chunk_sizes`) unless `chunk` fixes their size.
         A list of temperatures is cycled token by token, as textgenrnn does.
         """
         temperatures = temperature_list(temperature)
         ids = np.tile(prime_ids(self.tokenizer, prime)[np.newaxis, :], (num_samples, 1))
         logits, states, seen = self._prime(tf.constant(ids, tf.int32))
-        steps_function = self._steps_function(chunk)
         settings = (tf.constant(temperatures, tf.float32), tf.constant(int(top_k)),
                     tf.constant(float(top_p)), tf.constant(float(repetition_penalty)),
                     tf.constant(int(seed)))
+        sizes = chunk_sizes(length, num_samples) if chunk is None else (
+            min(chunk, length - done) for done in range(0, length, chunk))
         done = 0
-        while done < length:
-            # Always a whole chunk (one compiled shape); the last one's surplus is dropped. Each
-            # token depends only on the seed and its position, so the text is the same either way.
-            tokens, logits, states, seen = steps_function(logits, states, seen, *settings,
-                                                          tf.constant(done))
-            yield tokens.numpy()[:, :length - done]
-            done += chunk
+        for size in sizes:
+            for part in range(0, size, MAX_CHUNK_TOKENS):  # a fixed chunk may exceed the buffer
+                steps = min(MAX_CHUNK_TOKENS, size - part)
+                tokens, logits, states, seen = self._sample(logits, states, seen, tf.constant(steps),
+                                                            *settings, tf.constant(done))
+                yield tokens.numpy()[:, :steps]
+                done += steps
 
     def generate(self, prime: str = "", length: int = 200, **options) -> list[str]:
         """Whole continuations (without the prime), one string per sample."""
