@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,26 +69,36 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50,
                         help="steps per epoch (and PyTorch's measured steps)")
     parser.add_argument("--xla", action="store_true", help="also measure textgen train --xla")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="alternate textgen and PyTorch runs this often; medians are reported")
     args = parser.parse_args()
     peak = matmul_peak_gflops()
     results: dict = {"shapes": f"{LAYERS}x{UNITS}, embedding {EMBEDDING}, vocabulary {VOCAB}, batch {BATCH}, "
-                               f"seq {SEQ}", "matmul_peak_gflops": round(peak, 1), "cells": {}}
+                               f"seq {SEQ}", "matmul_peak_gflops": round(peak, 1), "repeats": args.repeats,
+                     "cells": {}}
     with tempfile.TemporaryDirectory() as folder:
         for cell in args.cells.split(","):
             flops = flops_per_trained_token(cell)
-            figures = {"arithmetic_bound_tokens_per_s": round(peak * 1e9 / flops)}
-            runs = [("textgen", textgen_rate(cell, SHAKESPEARE, folder, args.steps, []))]
-            if args.xla:
-                runs.append(("textgen_xla", textgen_rate(cell, SHAKESPEARE, folder, args.steps, ["--xla"])))
-            for name, rate in (*runs, ("pytorch", torch_rate(cell, args.steps))):
-                if rate is None:
-                    figures[name] = "torch is not installed (pip install torch==2.13.0)"
-                    continue
-                figures[name] = {"tokens_per_s": round(rate),
+            figures: dict = {"arithmetic_bound_tokens_per_s": round(peak * 1e9 / flops)}
+            rates: dict[str, list[float]] = {}
+            for _ in range(args.repeats):  # alternated, so that a noisy minute hits both
+                ours = textgen_rate(cell, SHAKESPEARE, folder, args.steps, [])
+                rates.setdefault("textgen", []).append(ours)
+                if args.xla:
+                    rates.setdefault("textgen_xla", []).append(
+                        textgen_rate(cell, SHAKESPEARE, folder, args.steps, ["--xla"]))
+                torch = torch_rate(cell, args.steps)
+                if torch is not None:
+                    rates.setdefault("pytorch", []).append(torch)
+            if "pytorch" not in rates:
+                figures["pytorch"] = "torch is not installed (pip install torch==2.13.0)"
+            for name, values in rates.items():
+                rate = statistics.median(values)
+                figures[name] = {"tokens_per_s": round(rate), "runs": [round(v) for v in values],
                                  "fraction_of_peak": round(rate * flops / (peak * 1e9), 3)}
-            if isinstance(figures["pytorch"], dict):
-                figures["textgen_vs_pytorch"] = round(figures["textgen"]["tokens_per_s"]
-                                                      / figures["pytorch"]["tokens_per_s"], 2)
+            if "pytorch" in rates:  # the median of the ratios of runs made side by side
+                pairs = zip(rates["textgen"], rates["pytorch"], strict=True)
+                figures["textgen_vs_pytorch"] = round(statistics.median(a / b for a, b in pairs), 2)
             results["cells"][cell] = figures
     print(json.dumps(results, indent=2))
 

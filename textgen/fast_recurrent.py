@@ -7,9 +7,10 @@ training on a CPU, these layers replace that loop with the classic hand-written 
 
 - the input projection of every time step is one large matmul, before the loop;
 - the forward loop computes only `h @ U` and the gate arithmetic, compiled with XLA, and keeps
-  the recurrent products for the backward pass;
-- the backward loop runs back through time once: one `dz @ U^T` per step, the derivatives of
-  the (elementwise) gate arithmetic by local autodiff, also compiled with XLA;
+  what the backward pass needs (LSTM: the activated gates; SimpleRNN: the output; GRU: h @ U);
+- the backward loop runs back through time once: one `dz @ U^T` per step and the derivatives of
+  the (elementwise) gate arithmetic, written out for LSTM and SimpleRNN from the kept
+  activations, by local autodiff for GRU; also compiled with XLA;
 - the weight gradients are one large matmul each, after the loop.
 
 Same weights, same function, same saved files (tests check outputs and gradients against the
@@ -28,13 +29,6 @@ State = tuple[tf.Tensor, ...]
 CellMath = Callable[[tf.Tensor, tf.Tensor | float, State], State]  # (x@W + b, h@U + b_u, states) -> states
 
 
-def _lstm_math(xw: tf.Tensor, hu: tf.Tensor, state: State) -> State:
-    _, c = state
-    i, f, g, o = tf.split(xw + hu, 4, axis=-1)  # Keras' gate order
-    c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-    return tf.sigmoid(o) * tf.tanh(c), c
-
-
 def _gru_math(xw: tf.Tensor, hu: tf.Tensor, state: State) -> State:
     """Keras' GRU with reset_after=True (cuDNN's variant): the reset gate scales h @ U_h + b."""
     (h,) = state
@@ -45,38 +39,93 @@ def _gru_math(xw: tf.Tensor, hu: tf.Tensor, state: State) -> State:
     return (z * h + (1.0 - z) * candidate,)
 
 
+class _AnalyticRule:
+    """An additive cell's step written with its derivative, so that the backward loop reuses the
+    activations the forward kept instead of recomputing them under a tape."""
+
+    @staticmethod
+    def step(z: tf.Tensor, state: State) -> tuple[State, tf.Tensor]:
+        """(z = xw + hu, states) -> (new states, what to keep for the backward pass)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def gradient(kept: tf.Tensor, state: State, upstream: State) -> tuple[tf.Tensor, State]:
+        """(kept, states before the step, gradients of the new states) -> (dz, gradients of the
+        states before the step, except the part through h @ U)."""
+        raise NotImplementedError
+
+
+class _LSTMRule(_AnalyticRule):
+    @staticmethod
+    def step(z, state):
+        _, c = state
+        i, f, g, o = tf.split(z, 4, axis=-1)  # Keras' gate order
+        i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
+        c = f * c + i * g
+        return (o * tf.tanh(c), c), tf.concat([i, f, g, o], -1)
+
+    @staticmethod
+    def gradient(kept, state, upstream):
+        _, c_before = state
+        d_h, d_c = upstream
+        i, f, g, o = tf.split(kept, 4, axis=-1)
+        tanh_c = tf.tanh(f * c_before + i * g)
+        d_c = d_c + d_h * o * (1.0 - tanh_c * tanh_c)
+        d_z = tf.concat([d_c * g * i * (1.0 - i), d_c * c_before * f * (1.0 - f), d_c * i * (1.0 - g * g),
+                         d_h * tanh_c * o * (1.0 - o)], -1)
+        return d_z, (tf.zeros_like(d_h), d_c * f)
+
+
+class _SimpleRule(_AnalyticRule):
+    @staticmethod
+    def step(z, state):
+        h = tf.tanh(z)
+        return (h,), h
+
+    @staticmethod
+    def gradient(kept, state, upstream):
+        (d_h,) = upstream
+        return d_h * (1.0 - kept * kept), (tf.zeros_like(d_h),)
+
+
+def _lstm_math(xw: tf.Tensor, hu: tf.Tensor, state: State) -> State:
+    return _LSTMRule.step(xw + hu, state)[0]
+
+
 def _simple_math(xw: tf.Tensor, hu: tf.Tensor, state: State) -> State:
-    return (tf.tanh(xw + hu),)
+    return _SimpleRule.step(xw + hu, state)[0]
 
 
 class _TimeLoops:
     """The forward and backward loops over time of one cell's arithmetic, compiled with XLA.
 
-    `additive` cells (LSTM, SimpleRNN) use xw and hu only through their sum z: the forward keeps
-    z, and the gradients of xw and hu are the same tensor (one array, one weight-gradient matmul).
+    `additive` cells (LSTM, SimpleRNN) use xw and hu only through their sum z, so the gradients
+    of xw and hu are the same tensor (one array, one weight-gradient matmul); their `rule` gives
+    the step and its derivative. Other cells (GRU) keep hu and differentiate `math` locally.
     """
 
-    def __init__(self, math: CellMath, additive: bool):
+    def __init__(self, math: CellMath, rule: type[_AnalyticRule] | None = None):
         self.math = math
-        self.additive = additive
+        self.rule = rule
+        self.additive = rule is not None
         self.forward = tf.function(self._forward, jit_compile=True)
         self.backward = tf.function(self._backward, jit_compile=True)
 
     def _forward(self, xw: tf.Tensor, recurrent: tf.Tensor, recurrent_bias: tf.Tensor,
                  initial: State) -> tuple[State, tf.Tensor]:
         """xw [time, batch, gates] -> every state at every step [time, batch, units] each, and what
-        the backward pass needs of each step [time, batch, gates]: z = xw + hu for additive cells,
+        the backward pass needs of each step: the rule's activations for additive cells,
         hu = h @ U + b_u for the others (kept so that the backward need not recompute it)."""
         steps = tf.shape(xw)[0]
 
         def body(t, state, sequences, kept):
             hu = tf.matmul(state[0], recurrent) + recurrent_bias
-            xw_t = xw[t]
             if self.additive:
-                xw_t, hu = xw_t + hu, 0.0
-            state = self.math(xw_t, hu, state)
+                state, keep = self.rule.step(xw[t] + hu, state)
+            else:
+                state, keep = self.math(xw[t], hu, state), hu
             return (t + 1, state, tuple(seq.write(t, s) for seq, s in zip(sequences, state, strict=True)),
-                    kept.write(t, xw_t if self.additive else hu))
+                    kept.write(t, keep))
 
         arrays = tuple(tf.TensorArray(xw.dtype, steps) for _ in initial)
         _, _, sequences, kept = tf.while_loop(
@@ -96,12 +145,7 @@ class _TimeLoops:
             state = tuple(p[t] for p in previous)
             upstream = (d_state[0] + d_outputs[t], *d_state[1:])
             if self.additive:
-                z_t = kept[t]
-                with tf.GradientTape() as tape:
-                    tape.watch([z_t, state])
-                    new = self.math(z_t, 0.0, state)
-                g_xw, g_state = tape.gradient(new, [z_t, state], output_gradients=upstream,
-                                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                g_xw, g_state = self.rule.gradient(kept[t], state, upstream)
                 g_hu = g_xw
             else:
                 xw_t, hu_t = xw[t], kept[t]
@@ -218,18 +262,18 @@ class _ExplicitBPTT:
 class LSTM(_ExplicitBPTT, keras.layers.LSTM):
     """keras.layers.LSTM, trained on CPUs by explicit backpropagation through time."""
 
-    loops = _TimeLoops(_lstm_math, additive=True)
+    loops = _TimeLoops(_lstm_math, _LSTMRule)
 
 
 @keras.saving.register_keras_serializable(package="textgen")
 class GRU(_ExplicitBPTT, keras.layers.GRU):
     """keras.layers.GRU, trained on CPUs by explicit backpropagation through time."""
 
-    loops = _TimeLoops(_gru_math, additive=False)
+    loops = _TimeLoops(_gru_math)
 
 
 @keras.saving.register_keras_serializable(package="textgen")
 class SimpleRNN(_ExplicitBPTT, keras.layers.SimpleRNN):
     """keras.layers.SimpleRNN, trained on CPUs by explicit backpropagation through time."""
 
-    loops = _TimeLoops(_simple_math, additive=True)
+    loops = _TimeLoops(_simple_math, _SimpleRule)
