@@ -172,6 +172,43 @@ class TextModel:
         require_windows(source, self.config.train.seq_len, "the evaluation text")
         return self._evaluate_source(source)
 
+    def novelty(self, corpus: Sequence[str | os.PathLike], *, num_samples: int = 5, length: int = 500,
+                temperature: float = 0.8, seed: int = 0, encoding: str = "utf-8") -> dict:
+        """How much of this model's text is copied from `corpus` (files, folders or tfds:NAME):
+        the longest copied run and the share of copied n-grams, over `num_samples` samples.
+
+        >>> report = textgen.load("tiny", output_dir=models).novelty([corpus], length=200)
+        >>> report["longest_copy_tokens"] >= 1, sorted(report["copied_ngrams"])
+        (True, ['16', '32', '8'])
+        """
+        from textgen.data import CACHE_MAX_TOKENS
+        from textgen.novelty import NGRAM_SIZES, copy_report
+
+        texts = self.generate_many("", length, num_samples=num_samples, temperature=temperature, seed=seed)
+        samples = [self.tokenizer.encode(text) for text in texts]
+        source = open_corpus([str(c) for c in corpus], encoding=encoding, progress=False)
+
+        def read() -> Iterator[Any]:
+            return (ids for ids, _ in self.tokenizer.encode_stream(source.chunks()))
+
+        held: list[Any] | None = []
+        corpus_tokens = 0
+        for ids in read():  # one pass: the size, and the ids themselves if they fit in memory
+            corpus_tokens += len(ids)
+            if held is not None:
+                held.append(ids)
+                if corpus_tokens > CACHE_MAX_TOKENS:
+                    held = None
+        report = copy_report(samples, (lambda: iter(held)) if held is not None else read,
+                             NGRAM_SIZES[self.config.level])
+        copy = samples[report.longest_copy_sample][
+            report.longest_copy_start:report.longest_copy_start + report.longest_copy_tokens]
+        return {"samples": num_samples, "tokens_per_sample": length, "temperature": temperature,
+                "seed": seed, "corpus_tokens": corpus_tokens,
+                "longest_copy_tokens": report.longest_copy_tokens,
+                "longest_copy": self.tokenizer.decode(copy),
+                "copied_ngrams": {str(n): share for n, share in report.copied_ngrams.items()}}
+
     def _evaluate_source(self, source: Any) -> dict:
         from textgen.evaluation import evaluate_windows
 

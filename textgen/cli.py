@@ -268,29 +268,54 @@ def _interactive(text_model, length, temperature, top_k, top_p, repetition_penal
 
 @cli.command()
 @click.argument("model")
-@click.argument("files", nargs=-1, required=True)
+@click.argument("files", nargs=-1)
+@click.option("--novelty", "novelty_sources", multiple=True, metavar="CORPUS",
+              help="Also measure how much generated text is copied from this corpus (the training "
+                   "text: files, folders or tfds:NAME; repeatable).")
+@click.option("--samples", type=POSITIVE, default=5, show_default=True, help="Samples for --novelty.")
+@click.option("--length", type=POSITIVE, default=500, show_default=True,
+              help="Tokens per sample for --novelty.")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.8, show_default=True,
+              help="Sampling temperature for --novelty.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed for --novelty.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--output-dir", default="saved_models", show_default=True,
               help="Where model names are looked up.")
-def evaluate(model, files, as_json, encoding, checkpoint, output_dir) -> None:
-    """Measure loss, perplexity and bits per character on held-out text.
+def evaluate(model, files, novelty_sources, samples, length, temperature, seed, as_json, encoding, checkpoint,
+             output_dir) -> None:
+    """Measure loss, perplexity and bits per character on held-out text, and with --novelty how
+    much of the model's text is copied from its training corpus.
 
     \b
     Example:
       textgen evaluate tinyshakespeare-char held_out.txt --json
+      textgen evaluate tinyshakespeare-char --novelty tinyshakespeare.txt
     """
+    if not files and not novelty_sources:
+        raise TextgenError("give held-out text files to measure, or --novelty CORPUS")
     text_model = _load(model, checkpoint, output_dir)
-    result = text_model.evaluate(files, encoding=encoding)
+    result = text_model.evaluate(files, encoding=encoding) if files else {}
+    if novelty_sources:
+        result["novelty"] = text_model.novelty(novelty_sources, num_samples=samples, length=length,
+                                               temperature=temperature, seed=seed, encoding=encoding)
     if as_json:
         click.echo(json.dumps(result))
         return
     unit = "char" if text_model.config.level == "char" else "word"
-    click.echo(f"loss          {result['loss']:.4f} nats/{unit}")
-    click.echo(f"perplexity    {result['perplexity']:.3f}")
-    click.echo(f"bits per char {result['bits_per_char']:.4f}")
-    click.echo(f"tokens        {result['tokens']:,} ({result['chars']:,} characters)")
+    if files:
+        click.echo(f"loss          {result['loss']:.4f} nats/{unit}")
+        click.echo(f"perplexity    {result['perplexity']:.3f}")
+        click.echo(f"bits per char {result['bits_per_char']:.4f}")
+        click.echo(f"tokens        {result['tokens']:,} ({result['chars']:,} characters)")
+    if novelty_sources:
+        report = result["novelty"]
+        click.echo(f"novelty of {samples} samples of {length} {unit}s (temperature {temperature}, "
+                   f"seed {seed}) against {report['corpus_tokens']:,} {unit}s of corpus:")
+        click.echo(f"longest copied run  {report['longest_copy_tokens']} {unit}s: {report['longest_copy']!r}")
+        for n, share in report["copied_ngrams"].items():
+            click.echo(f"copied {n}-{unit} runs {share:7.1%} of the generated ones appear in the corpus")
 
 
 @cli.command()
