@@ -94,7 +94,7 @@ def info_lines(summary: ModelSummary) -> list[str]:
         f"parameters   {r['parameters']:,}" if r.get("parameters") else "parameters   -",
         f"vocabulary   {m.vocab_size:,} {c.level} tokens (id 0 is the unknown token)",
         f"corpus       {_describe_corpus(c.corpus)}",
-        f"training     seq-len {t.seq_len}, batch {t.batch_size}, lr {t.lr:g}, "
+        f"training     seq-len {t.seq_len}, batch {t.batch_size}, lr {t.lr:g} ({t.lr_schedule}), "
         f"clipnorm {t.clipnorm or 'off'}, seed {t.seed}, {c.precision_used}"
         + (f", epochs of {t.steps_per_epoch:,} steps" if t.steps_per_epoch else ""),
     ]

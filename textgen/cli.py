@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from textgen.config import LR_SCHEDULES
 from textgen.errors import TextgenError, TextgenWarning
 
 EXIT_USAGE = 2
@@ -103,6 +104,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
               help="An epoch is this many steps over the text repeated endlessly (default: one pass).")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True,
               help="Adam learning rate.")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="cosine", show_default=True,
+              help="cosine: warm up, then decay to a tenth of --lr at the end of the budget (epochs, "
+                   "--max-steps or --time-limit, whichever ends first); constant: --lr throughout.")
 @click.option("--clipnorm", type=click.FloatRange(0), default=5.0, show_default=True,
               help="Gradient clipping norm (0 turns clipping off).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -146,9 +150,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
               help="Keep the vocabulary and the tokenized text files in OUTPUT_DIR/.ids-cache, so "
                    "re-runs on the same files skip tokenizing (4 bytes per token, 8 for word level).")
 def train(sources, level, cell, layers, units, embedding_dim, dropout, seq_len, batch_size, epochs,
-          steps_per_epoch, lr, clipnorm, seed, max_vocab, val_fraction, val_file, encoding, precision, xla,
-          max_steps, time_limit, strategy, cpu_devices, backup_every, name, output_dir, force, resume,
-          tfds_data_dir, tfds_manual_dir, samples, quiet, cache_ids) -> None:
+          steps_per_epoch, lr, lr_schedule, clipnorm, seed, max_vocab, val_fraction, val_file, encoding,
+          precision, xla, max_steps, time_limit, strategy, cpu_devices, backup_every, name, output_dir, force,
+          resume, tfds_data_dir, tfds_manual_dir, samples, quiet, cache_ids) -> None:
     """Train a model on text files, folders of .txt files, or tfds:NAME.
 
     \b
@@ -166,7 +170,7 @@ def train(sources, level, cell, layers, units, embedding_dim, dropout, seq_len, 
         DataOptions(list(sources), level, max_vocab, encoding, val_file, tfds_data_dir, tfds_manual_dir,
                     str(Path(output_dir) / CACHE_DIR) if cache_ids else None),
         ModelOptions(cell, layers, units, embedding_dim, dropout),
-        TrainConfig(seq_len=seq_len, batch_size=batch_size, epochs=epochs, lr=lr,
+        TrainConfig(seq_len=seq_len, batch_size=batch_size, epochs=epochs, lr=lr, lr_schedule=lr_schedule,
                     clipnorm=clipnorm or None, seed=seed, precision=precision, xla=xla,
                     val_fraction=val_fraction, max_steps=max_steps, time_limit=time_limit,
                     steps_per_epoch=steps_per_epoch, backup_every=backup_every, strategy=strategy,

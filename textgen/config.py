@@ -38,6 +38,9 @@ class ModelConfig:
             raise TextgenError("dropout must be in [0, 1)")
 
 
+LR_SCHEDULES = ("cosine", "constant")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How the model is fitted; saved so `--resume` continues with the same settings."""
@@ -46,6 +49,7 @@ class TrainConfig:
     batch_size: int = 64
     epochs: int = 20
     lr: float = 2e-3
+    lr_schedule: str = "cosine"  # warm-up, then cosine decay to the end of the budget; or "constant"
     clipnorm: float | None = 5.0
     seed: int = 0
     precision: str = "auto"
@@ -69,6 +73,8 @@ class TrainConfig:
                 raise TextgenError(f"{name.replace('_', '-')} must be at least 1")
         if self.lr <= 0:
             raise TextgenError("lr must be positive")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise TextgenError(f"unknown lr-schedule {self.lr_schedule!r}; choose cosine or constant")
         if self.clipnorm is not None and self.clipnorm <= 0:
             raise TextgenError("clipnorm must be positive (use 0 on the command line to turn it off)")
         if self.precision not in PRECISIONS:

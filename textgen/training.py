@@ -40,6 +40,7 @@ from textgen.idcache import IdCache
 from textgen.models import build_model
 from textgen.plotting import CURVES_FILE, PLOT_EXTRA_HINT, plot_history, plotting_available
 from textgen.precision import apply_precision, resolve_precision
+from textgen.schedule import BudgetSchedule
 from textgen.tokenizers import DEFAULT_MAX_VOCAB, Tokenizer, load_tokenizer, tokenizer_for
 
 Log = Callable[[str], None]
@@ -532,6 +533,8 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     previous = [v for v in history.history.get("val_loss", []) if v is not None]
     callbacks: list[keras.callbacks.Callback] = [
         budget,
+        *([BudgetSchedule(config.lr, total_steps=config.epochs * steps_per_epoch, max_steps=config.max_steps,
+                          time_limit=config.time_limit)] if config.lr_schedule == "cosine" else []),
         # before the history: a crash between them leaves a best model whose epoch history.json
         # lacks (the resumed run repeats it), never a history claiming a best model not saved
         BestCheckpoint(run_dir / artifacts.MODEL_FILE, min(previous, default=math.inf)),

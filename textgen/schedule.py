@@ -1,0 +1,60 @@
+"""The learning rate over a run: a short warm-up, then a cosine decay to the end of the budget.
+
+The end of the run is whichever comes first of `--time-limit` (by the clock), `--max-steps` and
+the epochs (by optimizer steps), so a run that its budget stops ends at a low learning rate
+instead of being cut off at a high one, where its last minutes would be wasted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import keras
+
+WARMUP = 0.02  # share of the run spent warming up from zero
+FINAL = 0.1  # the learning rate at the end, as a share of --lr
+
+
+def multiplier(progress: float) -> float:
+    """The share of the base learning rate at `progress` (0 at the start, 1 at the end)."""
+    progress = min(max(progress, 0.0), 1.0)
+    if progress < WARMUP:
+        return progress / WARMUP
+    decay = (progress - WARMUP) / (1.0 - WARMUP)
+    return FINAL + (1.0 - FINAL) * 0.5 * (1.0 + math.cos(math.pi * decay))
+
+
+class BudgetSchedule(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate before each step from how much of the run is spent."""
+
+    def __init__(self, base_lr: float, *, total_steps: int, max_steps: int | None,
+                 time_limit: float | None):
+        super().__init__()
+        self.base_lr = base_lr
+        self.total_steps = total_steps  # optimizer steps at the end of the last epoch
+        self.max_steps = max_steps  # steps of this session
+        self.time_limit = time_limit
+        self.session_steps = 0
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+        self.first_step = int(self.model.optimizer.iterations.numpy())
+
+    def progress(self) -> float:
+        spent = [(self.first_step + self.session_steps) / self.total_steps]
+        if self.max_steps is not None:
+            spent.append(self.session_steps / self.max_steps)
+        if self.time_limit is not None:
+            spent.append((time.perf_counter() - self.start) / self.time_limit)
+        return max(spent)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate.assign(self.base_lr * multiplier(self.progress()))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.session_steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:  # the rate of the epoch's last step, kept in history.json
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
