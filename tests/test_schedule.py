@@ -4,35 +4,44 @@ import json
 import pytest
 
 from textgen import schedule
-from textgen.schedule import FINAL, WARMUP, BudgetSchedule, multiplier
+from textgen.schedule import DECAY, FINAL, WARMUP, BudgetSchedule, multiplier
 
 from conftest import TINY, run_cli
 
 
 def test_warm_up_then_cosine_decay_to_a_tenth():
-    assert multiplier(0.0) == 0.0
-    assert multiplier(WARMUP / 2) == pytest.approx(0.5)
-    assert multiplier(WARMUP) == pytest.approx(1.0)
+    assert multiplier(0.0, "cosine") == 0.0
+    assert multiplier(WARMUP / 2, "cosine") == pytest.approx(0.5)
+    assert multiplier(WARMUP, "cosine") == pytest.approx(1.0)
+    assert multiplier(1.0, "cosine") == pytest.approx(FINAL)
+    assert multiplier(2.0, "cosine") == pytest.approx(FINAL)  # past the end (a budget overrun): stays low
+    decay = [multiplier(WARMUP + (1 - WARMUP) * i / 100, "cosine") for i in range(101)]
+    assert all(a > b for a, b in itertools.pairwise(decay))
+
+
+def test_wsd_holds_the_rate_until_the_last_quarter():
+    assert multiplier(WARMUP / 2) == pytest.approx(0.5)  # wsd is the default shape
+    assert multiplier(WARMUP) == multiplier(0.5) == multiplier(1 - DECAY) == 1.0
+    assert multiplier(1 - DECAY / 2) == pytest.approx((1 + FINAL) / 2)
     assert multiplier(1.0) == pytest.approx(FINAL)
-    assert multiplier(2.0) == pytest.approx(FINAL)  # past the end (a budget overrun): stays low
-    decay = [multiplier(WARMUP + (1 - WARMUP) * i / 100) for i in range(101)]
+    decay = [multiplier(1 - DECAY + DECAY * i / 100) for i in range(101)]
     assert all(a > b for a, b in itertools.pairwise(decay))
 
 
 def test_progress_is_the_budget_that_ends_first(monkeypatch):
     clock = [100.0]
     monkeypatch.setattr(schedule.time, "perf_counter", lambda: clock[0])
-    planned = BudgetSchedule(1e-3, total_steps=1000, max_steps=None, time_limit=None)
+    planned = BudgetSchedule(1e-3, "wsd", total_steps=1000, max_steps=None, time_limit=None)
     planned.start, planned.first_step, planned.session_steps = 100.0, 400, 100
     assert planned.progress() == pytest.approx(0.5)  # a resumed run: 500 of 1,000 steps
-    limited = BudgetSchedule(1e-3, total_steps=1000, max_steps=200, time_limit=60.0)
+    limited = BudgetSchedule(1e-3, "wsd", total_steps=1000, max_steps=200, time_limit=60.0)
     limited.start, limited.first_step, limited.session_steps = 100.0, 0, 50
     assert limited.progress() == pytest.approx(0.25)  # 50 of 200 steps; 0 of 60 s
     clock[0] = 145.0
     assert limited.progress() == pytest.approx(0.75)  # 45 of 60 s
 
 
-@pytest.mark.parametrize("schedule_name", ["cosine", "constant"])
+@pytest.mark.parametrize("schedule_name", ["wsd", "cosine", "constant"])
 def test_training_follows_the_schedule_to_the_end_of_its_epochs(schedule_name, corpus_file, tmp_path, capsys):
     code, _, err = run_cli(["train", corpus_file, *TINY, "--epochs", 3, "--lr", 0.01, "--lr-schedule",
                             schedule_name, "--output-dir", tmp_path, "--name", "m"], capsys)
@@ -45,8 +54,11 @@ def test_training_follows_the_schedule_to_the_end_of_its_epochs(schedule_name, c
         return
     rates = history["learning_rate"]
     steps = sum(history["steps"])
-    assert len(rates) == 3 and rates[0] > rates[1] > rates[2]
-    assert rates[-1] == pytest.approx(0.01 * multiplier((steps - 1) / steps), rel=1e-5)
+    if schedule_name == "cosine":
+        assert len(rates) == 3 and rates[0] > rates[1] > rates[2]
+    else:  # the full rate through two thirds of the run, then the decay
+        assert len(rates) == 3 and rates[0] == rates[1] == pytest.approx(0.01) and rates[1] > rates[2]
+    assert rates[-1] == pytest.approx(0.01 * multiplier((steps - 1) / steps, schedule_name), rel=1e-5)
 
 
 def test_an_unknown_schedule_is_a_usage_error(corpus_file, tmp_path, capsys):

@@ -104,9 +104,10 @@ def cli(ctx: click.Context, verbose: bool) -> None:
               help="An epoch is this many steps over the text repeated endlessly (default: one pass).")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True,
               help="Adam learning rate.")
-@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="cosine", show_default=True,
-              help="cosine: warm up, then decay to a tenth of --lr at the end of the budget (epochs, "
-                   "--max-steps or --time-limit, whichever ends first); constant: --lr throughout.")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="wsd", show_default=True,
+              help="wsd: warm up, hold --lr, then decay to a tenth of it over the last quarter of the "
+                   "budget (epochs, --max-steps or --time-limit, whichever ends first); cosine: decay "
+                   "over the whole budget; constant: --lr throughout.")
 @click.option("--clipnorm", type=click.FloatRange(0), default=5.0, show_default=True,
               help="Gradient clipping norm (0 turns clipping off).")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -38,7 +38,7 @@ class ModelConfig:
             raise TextgenError("dropout must be in [0, 1)")
 
 
-LR_SCHEDULES = ("cosine", "constant")
+LR_SCHEDULES = ("wsd", "cosine", "constant")
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class TrainConfig:
     batch_size: int = 64
     epochs: int = 20
     lr: float = 2e-3
-    lr_schedule: str = "cosine"  # warm-up, then cosine decay to the end of the budget; or "constant"
+    lr_schedule: str = "wsd"  # shaped by the budget (see textgen.schedule), or "constant"
     clipnorm: float | None = 5.0
     seed: int = 0
     precision: str = "auto"
@@ -74,7 +74,7 @@ class TrainConfig:
         if self.lr <= 0:
             raise TextgenError("lr must be positive")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise TextgenError(f"unknown lr-schedule {self.lr_schedule!r}; choose cosine or constant")
+            raise TextgenError(f"unknown lr-schedule {self.lr_schedule!r}; choose {', '.join(LR_SCHEDULES)}")
         if self.clipnorm is not None and self.clipnorm <= 0:
             raise TextgenError("clipnorm must be positive (use 0 on the command line to turn it off)")
         if self.precision not in PRECISIONS:

@@ -1,4 +1,6 @@
-"""The learning rate over a run: a short warm-up, then a cosine decay to the end of the budget.
+"""The learning rate over a run, shaped by its budget: a short warm-up, then either the full
+rate until the last quarter and a cosine decay over it ("wsd", warm-up/stable/decay), or a
+cosine decay over the whole run ("cosine").
 
 The end of the run is whichever comes first of `--time-limit` (by the clock), `--max-steps` and
 the epochs (by optimizer steps), so a run that its budget stops ends at a low learning rate
@@ -13,25 +15,30 @@ import time
 import keras
 
 WARMUP = 0.02  # share of the run spent warming up from zero
+DECAY = 0.25  # share of the run at the end that "wsd" decays over
 FINAL = 0.1  # the learning rate at the end, as a share of --lr
 
 
-def multiplier(progress: float) -> float:
+def multiplier(progress: float, schedule: str = "wsd") -> float:
     """The share of the base learning rate at `progress` (0 at the start, 1 at the end)."""
     progress = min(max(progress, 0.0), 1.0)
     if progress < WARMUP:
         return progress / WARMUP
-    decay = (progress - WARMUP) / (1.0 - WARMUP)
+    start = WARMUP if schedule == "cosine" else 1.0 - DECAY
+    if progress <= start:
+        return 1.0
+    decay = (progress - start) / (1.0 - start)
     return FINAL + (1.0 - FINAL) * 0.5 * (1.0 + math.cos(math.pi * decay))
 
 
 class BudgetSchedule(keras.callbacks.Callback):
     """Sets the optimizer's learning rate before each step from how much of the run is spent."""
 
-    def __init__(self, base_lr: float, *, total_steps: int, max_steps: int | None,
+    def __init__(self, base_lr: float, schedule: str, *, total_steps: int, max_steps: int | None,
                  time_limit: float | None):
         super().__init__()
         self.base_lr = base_lr
+        self.schedule = schedule
         self.total_steps = total_steps  # optimizer steps at the end of the last epoch
         self.max_steps = max_steps  # steps of this session
         self.time_limit = time_limit
@@ -50,7 +57,7 @@ class BudgetSchedule(keras.callbacks.Callback):
         return max(spent)
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.model.optimizer.learning_rate.assign(self.base_lr * multiplier(self.progress()))
+        self.model.optimizer.learning_rate.assign(self.base_lr * multiplier(self.progress(), self.schedule))
 
     def on_train_batch_end(self, batch, logs=None):
         self.session_steps += 1

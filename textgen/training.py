@@ -533,8 +533,9 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     previous = [v for v in history.history.get("val_loss", []) if v is not None]
     callbacks: list[keras.callbacks.Callback] = [
         budget,
-        *([BudgetSchedule(config.lr, total_steps=config.epochs * steps_per_epoch, max_steps=config.max_steps,
-                          time_limit=config.time_limit)] if config.lr_schedule == "cosine" else []),
+        *([BudgetSchedule(config.lr, config.lr_schedule, total_steps=config.epochs * steps_per_epoch,
+                          max_steps=config.max_steps, time_limit=config.time_limit)]
+          if config.lr_schedule != "constant" else []),
         # before the history: a crash between them leaves a best model whose epoch history.json
         # lacks (the resumed run repeats it), never a history claiming a best model not saved
         BestCheckpoint(run_dir / artifacts.MODEL_FILE, min(previous, default=math.inf)),
