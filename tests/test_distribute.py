@@ -15,7 +15,9 @@ import pytest
 
 from conftest import TINY, run_cli
 
-COMMON = [*TINY, "--steps-per-epoch", "5", "--epochs", "3", "--seed", "3", "--lr", "0.01"]
+# a constant rate: the two-worker run is split by --max-steps, which shapes the default schedule
+COMMON = [*TINY, "--steps-per-epoch", "5", "--epochs", "3", "--seed", "3", "--lr", "0.01",
+          "--lr-schedule", "constant"]
 TIMEOUT = 180
 
 
