@@ -80,6 +80,11 @@ def list_table(models: list[ModelSummary], unfinished: list[str]) -> list[str]:
                      human_size(m.size_bytes), f"{loss:.4f}" if loss is not None else "-",
                      m.modified.strftime("%Y-%m-%d %H:%M"),
                      f"{status}, resumable" if m.name in unfinished else status))
+    return aligned(rows)
+
+
+def aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of cells as lines of left-aligned columns (the first row is usually the header)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
             for row in rows]

@@ -354,6 +354,13 @@ def default_name(sources: Sequence[str], level: str) -> str:
     return f"{stem}-{level}"
 
 
+def model_name(name: str) -> str:
+    """A model folder's name, checked: a name inside the output folder, never a path."""
+    if not name or "/" in name or name.startswith("."):
+        raise TextgenError(f"invalid model name {name!r}")
+    return name
+
+
 def prepare_data(options: DataOptions, train_config: TrainConfig, tokenizer: Tokenizer | None,
                  log: Log, progress: bool = True) -> PreparedData:
     """Fit (or reuse) the tokenizer, then describe the train and validation token ranges."""
@@ -428,9 +435,7 @@ def train(data_options: DataOptions, model_options: ModelOptions, train_config: 
     """
     began = time.perf_counter()
     log = run_options.log if run_options.verbose else (lambda message: None)
-    name = run_options.name or default_name(data_options.sources, data_options.level)
-    if not name or "/" in name or name.startswith("."):
-        raise TextgenError(f"invalid model name {name!r}")
+    name = model_name(run_options.name or default_name(data_options.sources, data_options.level))
     if train_config.strategy == "multi-worker" and train_config.time_limit is not None:
         raise TextgenError("--time-limit cannot stop several workers at the same step; with --strategy "
                            "multi-worker use --max-steps or --epochs")
@@ -486,6 +491,14 @@ def _train(data_options: DataOptions, model_options: ModelOptions, train_config:
         raise TextgenError(f"the corpus is not the one run {name!r} began with "
                            f"({saved.corpus.get('tokens'):,} tokens then, {data.description['tokens']:,} "
                            "now); resume with the same sources")
+    return fit_prepared(data, model_options, train_config, run_options, placement, model_dir, log, began)
+
+
+def fit_prepared(data: PreparedData, model_options: ModelOptions, train_config: TrainConfig,
+                 run_options: RunOptions, placement: Placement, model_dir: Path, log: Log,
+                 began: float) -> Path:
+    """Train on prepared data and publish `model_dir`: what `train` does once, and `tune` per trial."""
+    run_dir = artifacts.work_dir(model_dir)
     precision = resolve_precision(train_config.precision)
     run_config = RunConfig(model=model_options.config(data.tokenizer.vocab_size), train=train_config,
                            level=data.tokenizer.level, corpus=data.description,
