@@ -14,11 +14,11 @@ from typing import Any
 from textgen.errors import TextgenError
 
 __version__ = "0.1.0"
-__all__ = ["TextModel", "TextgenError", "__version__", "load", "train"]
+__all__ = ["TextModel", "TextgenError", "__version__", "load", "train", "tune"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("TextModel", "load", "train"):
+    if name in ("TextModel", "load", "train", "tune"):
         from textgen import api
 
         return getattr(api, name)

@@ -1,4 +1,4 @@
-"""The Python API: `train`, `load`, and the `TextModel` they return."""
+"""The Python API: `train`, `tune`, `load`, and the `TextModel` they return."""
 
 from __future__ import annotations
 
@@ -287,5 +287,46 @@ def train(sources: str | os.PathLike | Sequence[str | os.PathLike], *, level: st
         ModelOptions(cell, layers, units, embedding_dim, dropout),
         TrainConfig(**train_settings),
         RunOptions(name, output_dir, force, resume, verbose, epoch_samples),
+    )
+    return None if path is None else load(path)
+
+
+def tune(sources: str | os.PathLike | Sequence[str | os.PathLike], *, trials: int = 10,
+         tuner: str = "random", cells: Sequence[str] | None = None, layers: Any = None, units: Any = None,
+         dropout: Any = None, lr: Any = None, max_steps: int | None = None, time_limit: float | None = None,
+         level: str = "char", embedding_dim: int = 64, max_vocab: int | None = None,
+         encoding: str = "utf-8", val_file: str | None = None, tfds_data_dir: str | None = None,
+         tfds_manual_dir: str | None = None, name: str | None = None, output_dir: str = "saved_models",
+         force: bool = False, resume: bool = False, verbose: int = 1,
+         **train_settings: Any) -> TextModel | None:
+    """Search cells, layers, units, dropout and learning rate with KerasTuner (`tuner` "random"
+    or "hyperband") and return the best trial's model, loaded; its folder also holds the table
+    of trials (`trials.csv`, `trials.json`). `layers`, `units`, `dropout` and `lr` are (min, max)
+    or one value, `cells` a list (default: the level's ranges and every cell); `max_steps` is a
+    trial's budget, `time_limit` the whole search's training time; `train_settings` are
+    TrainConfig fields (seq_len, batch_size, epochs, seed, ...).
+
+    >>> model = textgen.tune(corpus, trials=2, cells=["gru", "lstm"], layers=1, units=8, max_steps=3,
+    ...                      seq_len=32, output_dir=models, name="tuned", verbose=0)
+    >>> import json
+    >>> rows = json.loads((model.path / "trials.json").read_text())
+    >>> len(rows), rows[0]["val_loss"] == model.config.result["best_val_loss"]
+    (2, True)
+    """
+    from textgen.tokenizers import DEFAULT_MAX_VOCAB
+    from textgen.training import DataOptions, RunOptions
+    from textgen.tuning import SearchOptions, SearchSpace
+    from textgen.tuning import tune as run_search
+
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    path = run_search(
+        DataOptions([str(s) for s in sources], level, max_vocab or DEFAULT_MAX_VOCAB, encoding, val_file,
+                    tfds_data_dir, tfds_manual_dir),
+        SearchSpace.for_level(level, cells=cells, layers=layers, units=units, dropout=dropout, lr=lr,
+                              embedding_dim=embedding_dim),
+        TrainConfig(**train_settings),
+        SearchOptions(trials, tuner, max_steps, time_limit),
+        RunOptions(name, output_dir, force, resume, verbose),
     )
     return None if path is None else load(path)

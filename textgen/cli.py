@@ -14,8 +14,9 @@ from pathlib import Path
 
 import click
 
-from textgen.config import LR_SCHEDULES
+from textgen.config import CELLS, LEVELS, LR_SCHEDULES, PRECISIONS, ModelConfig, TrainConfig
 from textgen.errors import TextgenError, TextgenWarning
+from textgen.tokenizers import DEFAULT_MAX_VOCAB
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -39,6 +40,23 @@ class TemperatureList(click.ParamType):
         if any(t < 0 for t in temperatures):
             self.fail(f"{value!r}: temperatures must be 0 (greedy) or more", param, ctx)
         return temperatures
+
+
+class Span(click.ParamType):
+    """`MIN:MAX`, or one number that fixes the value (`--layers 2`)."""
+
+    name = "MIN[:MAX]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            numbers = tuple(float(part) for part in str(value).split(":"))
+        except ValueError:
+            numbers = ()
+        if len(numbers) not in (1, 2):
+            self.fail(f"{value!r} is not a number or a range MIN:MAX", param, ctx)
+        return numbers if len(numbers) == 2 else numbers * 2
 
 
 def _unescape(text: str) -> str:
@@ -423,6 +441,82 @@ def plot(model, output, output_dir) -> None:
     summary = summarize(resolve_model_dir(model, output_dir))
     path = plot_history(summary.history, summary.name, Path(output) if output else summary.path / CURVES_FILE)
     click.echo(f"Wrote {path}")
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--trials", type=POSITIVE, default=10, show_default=True, help="Models to train and compare.")
+@click.option("--tuner", type=click.Choice(["random", "hyperband"]), default="random", show_default=True,
+              help="KerasTuner's random search, or Hyperband: many short trials, the best trained longer.")
+@click.option("--cells", default=",".join(CELLS), show_default=True,
+              help="Cells to try, comma-separated.")
+@click.option("--layers", type=Span(), default=None, help="Layers (default 1:3 for char, 1:2 for word).")
+@click.option("--units", type=Span(), default=None,
+              help="Units per layer, tried as MIN, 2*MIN, 4*MIN ... up to MAX (default 64:512 for char, "
+                   "128:512 for word).")
+@click.option("--dropout", type=Span(), default=None,
+              help="Dropout after each layer (default 0:0.3 for char, 0:0.5 for word).")
+@click.option("--lr", type=Span(), default=None,
+              help="Adam learning rate, drawn on a log scale (default 0.0005:0.01 for char, 0.0003:0.003 "
+                   "for word).")
+@click.option("--max-steps", type=POSITIVE, default=None,
+              help="Training steps of each trial (with Hyperband: of its longest trials).")
+@click.option("--time-limit", type=click.FloatRange(0, min_open=True), default=None,
+              help="Seconds of training for the whole search, shared among its trials (validating and "
+                   "saving each trial come on top).")
+@click.option("--level", type=click.Choice(LEVELS), default="char", show_default=True)
+@click.option("--max-vocab", type=click.IntRange(min=2), default=DEFAULT_MAX_VOCAB, show_default=True)
+@click.option("--embedding-dim", type=POSITIVE, default=ModelConfig.embedding_dim, show_default=True,
+              help="Not searched: every trial has it.")
+@click.option("--seq-len", type=POSITIVE, default=TrainConfig.seq_len, show_default=True)
+@click.option("--batch-size", type=POSITIVE, default=TrainConfig.batch_size, show_default=True)
+@click.option("--epochs", type=POSITIVE, default=TrainConfig.epochs, show_default=True,
+              help="Most epochs of a trial (it also stops early, as train does).")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=TrainConfig.lr_schedule,
+              show_default=True, help="As for train, shaped by each trial's budget.")
+@click.option("--clipnorm", type=click.FloatRange(0), default=TrainConfig.clipnorm, show_default=True)
+@click.option("--seed", type=int, default=TrainConfig.seed, show_default=True,
+              help="Seeds the choice of trials and every trial's training.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=TrainConfig.val_fraction, show_default=True)
+@click.option("--val-file", type=click.Path(dir_okay=False), default=None)
+@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default=TrainConfig.precision, show_default=True)
+@click.option("--name", default=None, help="Model folder name (default: from the corpus and level, -tuned).")
+@click.option("--output-dir", default="saved_models", show_default=True, type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Replace an existing model; start an unfinished search anew.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted search of the same name.")
+@click.option("--tfds-data-dir", default=None)
+@click.option("--tfds-manual-dir", default=None)
+@click.option("--cache-ids", is_flag=True, help="As for train.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def tune(sources, trials, tuner, cells, layers, units, dropout, lr, max_steps, time_limit, level, max_vocab,
+         embedding_dim, seq_len, batch_size, epochs, lr_schedule, clipnorm, seed, val_fraction, val_file,
+         encoding, precision, name, output_dir, force, resume, tfds_data_dir, tfds_manual_dir, cache_ids,
+         quiet) -> None:
+    """Search for the best cell, layers, units, dropout and learning rate, and save the best model.
+
+    \b
+    Example:
+      textgen tune corpus.txt --trials 20 --time-limit 3600
+      textgen tune corpus.txt --tuner hyperband --trials 23 --max-steps 2000 --cells gru,lstm
+    """
+    _start_tensorflow()
+    from textgen.idcache import CACHE_DIR
+    from textgen.training import DataOptions, RunOptions
+    from textgen.tuning import SearchOptions, SearchSpace
+    from textgen.tuning import tune as run_search
+
+    run_search(
+        DataOptions(list(sources), level, max_vocab, encoding, val_file, tfds_data_dir, tfds_manual_dir,
+                    str(Path(output_dir) / CACHE_DIR) if cache_ids else None),
+        SearchSpace.for_level(level, cells=[c.strip() for c in cells.split(",") if c.strip()], layers=layers,
+                              units=units, dropout=dropout, lr=lr, embedding_dim=embedding_dim),
+        TrainConfig(seq_len=seq_len, batch_size=batch_size, epochs=epochs, lr_schedule=lr_schedule,
+                    clipnorm=clipnorm or None, seed=seed, precision=precision, val_fraction=val_fraction),
+        SearchOptions(trials, tuner, max_steps, time_limit),
+        RunOptions(name, output_dir, force, resume, 0 if quiet else 1, log=click.echo),
+    )
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -1,0 +1,514 @@
+"""Hyper-parameter search (`textgen tune`): KerasTuner's random search or Hyperband chooses the
+cell, layers, units, dropout and learning rate, and every trial is a whole `train` run.
+
+The corpus is prepared and tokenized once; each trial then goes through
+`training.fit_prepared`, so it has train's model, compile settings, budget and budget-shaped
+learning-rate schedule, and publishes an ordinary model folder inside the search's folder.
+KerasTuner's oracles choose the settings and keep the search's state; textgen runs the trials.
+
+    saved_models/.NAME.tuning/     while the search runs, and after an interruption (--resume)
+        search.json, tokenizer.json   the search's settings and vocabulary
+        oracle.json, tuner0.json      KerasTuner's state
+        trial_N/trial.json            KerasTuner's record of trial N
+        trial_N/model/                trial N's model folder, as `train` writes it
+    saved_models/NAME/             the best trial's model folder, with trials.csv and trials.json
+
+Hyperband trains the trials it promotes again from the start, for their longer budget, rather
+than continuing them: every trial is then one run whose learning rate decays at its own end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import keras
+import keras_tuner as kt
+import numpy as np
+from keras_tuner.engine.trial import Trial, TrialStatus
+
+from textgen import artifacts
+from textgen.catalog import aligned
+from textgen.config import CELLS, RunConfig, TrainConfig
+from textgen.data import CACHE_MAX_TOKENS, TokenSource
+from textgen.distribute import Placement, place
+from textgen.errors import TextgenError
+from textgen.tokenizers import load_tokenizer
+from textgen.training import (
+    DataOptions,
+    ModelOptions,
+    PreparedData,
+    RunOptions,
+    default_name,
+    fit_prepared,
+    model_name,
+    prepare_data,
+)
+
+TUNERS = ("random", "hyperband")
+FACTOR = 3  # Hyperband keeps the best third of each round for a budget three times as long
+SEARCH_FILE = "search.json"
+TRIALS_CSV = "trials.csv"
+TRIALS_JSON = "trials.json"
+TRIAL_MODEL = "model"  # a trial's model folder, inside KerasTuner's trial folder
+COLUMNS = ("trial", "cell", "layers", "units", "dropout", "lr", "params", "steps", "seconds", "val_loss")
+SEARCH_FORMAT = 1
+SAVED_DATA_OPTIONS = ("level", "max_vocab", "encoding", "val_file")  # kept by --resume, like the space
+
+# Ranges a search covers unless told otherwise; word models have a large output layer and
+# overfit sooner, so they get fewer and smaller layers, more dropout and lower rates.
+DEFAULT_RANGES: dict[str, dict[str, tuple]] = {
+    "char": {"layers": (1, 3), "units": (64, 512), "dropout": (0.0, 0.3), "lr": (5e-4, 1e-2)},
+    "word": {"layers": (1, 2), "units": (128, 512), "dropout": (0.0, 0.5), "lr": (3e-4, 3e-3)},
+}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The models a search draws: cells, and inclusive (min, max) ranges (min == max fixes one).
+
+    Units are drawn as min, 2·min, 4·min, ... up to max; the learning rate on a log scale,
+    dropout uniformly. The embedding size is not searched: every trial has `embedding_dim`.
+    """
+
+    cells: tuple[str, ...] = CELLS
+    layers: tuple[int, int] = DEFAULT_RANGES["char"]["layers"]
+    units: tuple[int, int] = DEFAULT_RANGES["char"]["units"]
+    dropout: tuple[float, float] = DEFAULT_RANGES["char"]["dropout"]
+    lr: tuple[float, float] = DEFAULT_RANGES["char"]["lr"]
+    embedding_dim: int = ModelOptions.embedding_dim
+
+    @classmethod
+    def for_level(cls, level: str, *, cells: Any = None, layers: Any = None, units: Any = None,
+                  dropout: Any = None, lr: Any = None, embedding_dim: int = ModelOptions.embedding_dim
+                  ) -> SearchSpace:
+        """The level's default ranges, narrowed by any given: a number fixes one, (min, max) a range."""
+        if level not in DEFAULT_RANGES:
+            raise TextgenError(f"unknown level {level!r}")
+        given = {"layers": layers, "units": units, "dropout": dropout, "lr": lr}
+        spans = {name: _span(name, DEFAULT_RANGES[level][name] if value is None else value,
+                             int if name in ("layers", "units") else float)
+                 for name, value in given.items()}
+        return cls(cells=CELLS if cells is None else tuple(dict.fromkeys(cells)),
+                   embedding_dim=embedding_dim, **spans)
+
+    def __post_init__(self) -> None:
+        if not self.cells:
+            raise TextgenError("--cells needs at least one cell")
+        for cell in self.cells:
+            if cell not in CELLS:
+                raise TextgenError(f"unknown cell {cell!r} in --cells; choose from {', '.join(CELLS)}")
+        for name in ("layers", "units", "dropout", "lr"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise TextgenError(f"--{name} {low:g}:{high:g}: the minimum is above the maximum")
+        if self.layers[0] < 1 or self.units[0] < 1 or self.embedding_dim < 1:
+            raise TextgenError("--layers, --units and --embedding-dim must be at least 1")
+        if not 0 <= self.dropout[0] <= self.dropout[1] < 1:
+            raise TextgenError("--dropout must be in [0, 1)")
+        if self.lr[0] <= 0:
+            raise TextgenError("--lr must be positive")
+
+    def settings(self) -> float:
+        """How many different models the space holds (infinite if dropout or lr is a range)."""
+        continuous = any(low != high for low, high in (self.dropout, self.lr))
+        return math.inf if continuous else (
+            len(self.cells) * (self.layers[1] - self.layers[0] + 1)
+            * (int(math.log2(self.units[1] / self.units[0]) + 1e-9) + 1))
+
+    def hyperparameters(self) -> kt.HyperParameters:
+        hp = kt.HyperParameters()
+        hp.Choice("cell", list(self.cells))
+        _declare(hp, "layers", self.layers)
+        _declare(hp, "units", self.units, step=2, sampling="log")
+        _declare(hp, "dropout", self.dropout)
+        _declare(hp, "lr", self.lr, sampling="log")
+        return hp
+
+    def describe(self) -> str:
+        def span(low: float, high: float) -> str:
+            return f"{low:g}" if low == high else f"{low:g}-{high:g}"
+
+        return (f"cell {'|'.join(self.cells)}, layers {span(*self.layers)}, units {span(*self.units)}, "
+                f"dropout {span(*self.dropout)}, lr {span(*self.lr)}")
+
+
+def _span(name: str, value: Any, kind: type) -> tuple:
+    low, high = (value, value) if isinstance(value, int | float) else tuple(value)
+    if kind is int and (low != int(low) or high != int(high)):
+        raise TextgenError(f"--{name} takes whole numbers")
+    return kind(low), kind(high)
+
+
+def _declare(hp: kt.HyperParameters, name: str, span: tuple, **options: Any) -> None:
+    low, high = span
+    if low == high:
+        hp.Fixed(name, low)
+    elif isinstance(low, int):
+        hp.Int(name, low, high, **options)
+    else:
+        hp.Float(name, low, high, **options)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How many trials, chosen how, and each trial's budget.
+
+    `max_steps` is a trial's steps and `time_limit` the search's training time, shared among
+    its trials by their budgets (random search: time_limit / trials each); with Hyperband
+    both are the budget of its longest trials, the others get a third, a ninth, ... of it.
+    Validation, building and saving each trial come on top of the time limit.
+    """
+
+    trials: int = 10
+    tuner: str = "random"
+    max_steps: int | None = None
+    time_limit: float | None = None  # this session's: --resume may give another
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise TextgenError("--trials must be at least 1")
+        if self.tuner not in TUNERS:
+            raise TextgenError(f"unknown tuner {self.tuner!r}; choose {' or '.join(TUNERS)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise TextgenError("--max-steps must be at least 1")
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise TextgenError("--time-limit must be positive")
+
+
+def hyperband_budgets(trials: int) -> tuple[int, list[int]]:
+    """Hyperband's longest budget in units (a power of FACTOR) and each trial's budget, in the
+    order KerasTuner's oracle runs them one at a time: the longest whose first iteration (all
+    its brackets) fits in `trials`; further iterations fill the rest."""
+    chosen = None
+    max_epochs = FACTOR
+    while len(iteration := _hyperband_iteration(max_epochs)) <= trials:
+        chosen = max_epochs, iteration
+        max_epochs *= FACTOR
+    if chosen is None:
+        raise TextgenError(f"--tuner hyperband needs --trials {len(_hyperband_iteration(FACTOR))} or more "
+                           "(short trials, the best of them again in full, and trials in full)")
+    max_epochs, iteration = chosen
+    return max_epochs, (iteration * math.ceil(trials / len(iteration)))[:trials]
+
+
+def _hyperband_iteration(max_epochs: int) -> list[int]:
+    """The budgets of one Hyperband iteration, by the oracle's own bracket and round sizes (its
+    private methods: keras-tuner is pinned to 1.4 in pyproject.toml)."""
+    oracle = kt.oracles.HyperbandOracle(max_epochs=max_epochs, factor=FACTOR)
+    return [oracle._get_epochs(bracket, round_) for bracket in range(oracle._get_num_brackets() - 1, -1, -1)
+            for round_ in range(bracket + 1) for _ in range(oracle._get_size(bracket, round_))]
+
+
+def search_dir(model_dir: Path) -> Path:
+    """Where the search for `model_dir` keeps KerasTuner's project and the trials' models."""
+    return model_dir.parent / f".{model_dir.name}.tuning"
+
+
+def tune(data_options: DataOptions, space: SearchSpace, train_config: TrainConfig, search: SearchOptions,
+         run_options: RunOptions) -> Path | None:
+    """Run the search and publish its best trial as a model folder; returns its path (None if no
+    trial finished). Ctrl-C publishes the best finished trial, keeps the search for --resume,
+    and raises KeyboardInterrupt."""
+    log = run_options.log if run_options.verbose else (lambda message: None)
+    name = model_name(run_options.name or default_name(data_options.sources, data_options.level) + "-tuned")
+    model_dir = Path(run_options.output_dir) / name
+    folder = search_dir(model_dir)
+    _check_target(model_dir, folder, run_options)
+    tokenizer, corpus_tokens = None, None
+    if run_options.resume:  # the search's own settings; only the time budget is this session's
+        data_options, space, train_config, search, corpus_tokens = _saved_search(folder, data_options, search)
+        tokenizer = load_tokenizer(folder / artifacts.TOKENIZER_FILE)
+    max_epochs, budgets = hyperband_budgets(search.trials) if search.tuner == "hyperband" \
+        else (1, [1] * search.trials)
+    if (count := space.settings()) < search.trials:
+        raise TextgenError(f"the search space holds only {count:,.0f} model{'s' if count > 1 else ''}; ask "
+                           f"for --trials {count:,.0f} at most, or widen the ranges")
+    train_config = dataclasses.replace(train_config, strategy="one-device", cpu_devices=None)
+    placement = place(train_config.strategy)
+    data = prepare_data(data_options, train_config, tokenizer, log, progress=bool(run_options.verbose))
+    if corpus_tokens is not None and data.description["tokens"] != corpus_tokens:
+        raise TextgenError(f"the corpus is not the one search {name!r} began with ({corpus_tokens:,} tokens "
+                           f"then, {data.description['tokens']:,} now); resume with the same sources")
+    data = _tokenized_once(data)
+
+    if run_options.force and not run_options.resume:
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    artifacts.write_json_atomic(folder / SEARCH_FILE, {
+        "format_version": SEARCH_FORMAT, "corpus_tokens": data.description["tokens"],
+        "data": {k: getattr(data_options, k) for k in SAVED_DATA_OPTIONS},
+        "space": dataclasses.asdict(space), "train": dataclasses.asdict(train_config),
+        "search": {k: getattr(search, k) for k in ("trials", "tuner", "max_steps")}})
+    artifacts.write_text_atomic(folder / artifacts.TOKENIZER_FILE,
+                                json.dumps(data.tokenizer.to_dict(), ensure_ascii=False))
+
+    runner = _open_runner(folder, space, search, max_epochs, budgets, data, train_config, placement, log)
+    log(f"Tuning on {data.train.tokens:,} tokens (vocabulary {data.tokenizer.vocab_size:,}, "
+        f"{data.tokenizer.level} level); validating on {data.val.tokens:,}. "
+        f"{'Random search' if search.tuner == 'random' else 'Hyperband'} of {search.trials} trials over "
+        f"{space.describe()}; {runner.describe_budget()}.")
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        log("\nInterrupted: keeping the finished trials...")
+        _finish(runner, model_dir, interrupted=True, log=log)
+        raise
+    return _finish(runner, model_dir, interrupted=False, log=log)
+
+
+def _saved_search(folder: Path, data_options: DataOptions, search: SearchOptions
+                  ) -> tuple[DataOptions, SearchSpace, TrainConfig, SearchOptions, int]:
+    """An interrupted search's settings, with this session's sources and time budget."""
+    path = folder / SEARCH_FILE
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("format_version") != SEARCH_FORMAT:
+            raise ValueError(saved.get("format_version"))
+        return (dataclasses.replace(data_options, **{k: saved["data"][k] for k in SAVED_DATA_OPTIONS}),
+                SearchSpace(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["space"].items()}),
+                TrainConfig(**saved["train"]),
+                SearchOptions(**saved["search"], time_limit=search.time_limit),
+                int(saved["corpus_tokens"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TextgenError(f"{path}: not a search this textgen can resume ({exc.__class__.__name__}); start "
+                           "over with --force") from None
+
+
+def _finish(runner: _TrialRunner, model_dir: Path, interrupted: bool, log: Any) -> Path | None:
+    """Publish the best finished trial with the table of trials, and say so. A finished search
+    leaves no folder behind; an interrupted one is kept for --resume."""
+    finished = runner.finished()
+    rows = [trial.row for trial in finished]
+    search = runner.search_options
+    with artifacts.sigint_deferred():
+        if rows:
+            _publish(finished[0].model_dir, rows, model_dir, {
+                "tuner": search.tuner, "best_trial": rows[0]["trial"], "trials_finished": len(rows),
+                "trials": search.trials, "space": dataclasses.asdict(runner.space),
+                "max_steps": search.max_steps, "seed": runner.train_config.seed})
+        if not interrupted:
+            shutil.rmtree(search_dir(model_dir), ignore_errors=True)
+    resume = f" Continue with --resume --name {model_dir.name}." if interrupted else ""
+    if not rows:
+        log(f"No trial had finished; nothing saved.{resume}")
+        return None
+    best = rows[0]
+    log(f"Trials by validation loss ({len(rows)} of {search.trials}):")
+    log("\n".join(aligned([COLUMNS, *(_cells(row) for row in rows)])))
+    log(f"Saved {model_dir} (trial {best['trial']}: {best['cell'].upper()} {best['layers']}x{best['units']}, "
+        f"val_loss {best['val_loss']:.4f}); the table is in {model_dir / TRIALS_CSV}.{resume}")
+    return model_dir
+
+
+def _check_target(model_dir: Path, folder: Path, options: RunOptions) -> None:
+    """Refuse to overwrite or silently abandon anything before a single byte is written."""
+    artifacts.recover(model_dir)
+    where = f"{model_dir.name!r} in {model_dir.parent}"
+    if options.resume:
+        if not (folder / SEARCH_FILE).is_file():
+            raise TextgenError(f"no interrupted search named {where} to resume")
+        return
+    if folder.exists() and not options.force:
+        raise TextgenError(f"an unfinished search named {where} exists; pass --resume to continue it or "
+                           "--force to start over")
+    if model_dir.exists() and not options.force:
+        raise TextgenError(f"model {where} already exists; pass --force to overwrite it or choose another "
+                           "--name")
+
+
+def _tokenized_once(data: PreparedData) -> PreparedData:
+    """The training and validation tokens read once and held, so trials do not tokenize again.
+
+    A corpus beyond textgen.data's in-memory limit stays streamed and is read on every pass,
+    as `train` reads it.
+    """
+    def held(source: TokenSource) -> TokenSource:
+        if source.tokens > CACHE_MAX_TOKENS:
+            return source
+        pieces = list(source.make_stream())
+        ids = np.concatenate([ids for ids, _ in pieces]) if pieces else np.zeros(0, np.int32)
+        lengths = np.concatenate([lengths for _, lengths in pieces]) if pieces else np.zeros(0, np.int32)
+        return dataclasses.replace(source, make_stream=lambda: iter([(ids, lengths)]))
+
+    return dataclasses.replace(data, train=held(data.train), val=held(data.val))
+
+
+def _open_runner(folder: Path, space: SearchSpace, search: SearchOptions, max_epochs: int,
+                 budgets: list[int], data: PreparedData, train_config: TrainConfig, placement: Placement,
+                 log: Any) -> _TrialRunner:
+    """KerasTuner's project in `folder`: a new search, or the interrupted one it holds."""
+    # KerasTuner treats seed 0 as "choose one" and seeds its draws with consecutive integers
+    # from it, so --seed values are spread apart to keep neighbouring searches unrelated
+    seed = 1 + train_config.seed * 10_007
+    objective = kt.Objective("val_loss", "min")
+    if search.tuner == "random":
+        oracle = kt.oracles.RandomSearchOracle(objective, max_trials=search.trials, seed=seed,
+                                               hyperparameters=space.hyperparameters())
+    else:
+        oracle = kt.oracles.HyperbandOracle(objective, max_epochs=max_epochs, factor=FACTOR,
+                                            hyperband_iterations=search.trials,  # enough: cut at --trials
+                                            seed=seed, hyperparameters=space.hyperparameters())
+        oracle.max_trials = search.trials
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # "Reloading Tuner from ..."
+            return _TrialRunner(oracle, folder, space, search, max_epochs, budgets, data, train_config,
+                                placement, log)
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:  # damaged JSON of a killed search
+        raise TextgenError(f"{folder}: the search's state cannot be read ({exc.__class__.__name__}); start "
+                           "over with --force") from None
+
+
+class _TrialRunner(kt.Tuner):
+    """Runs KerasTuner's trials one at a time, each as a `train` run on the prepared data.
+
+    KerasTuner writes its state files in place, so Ctrl-C is held while it does (a resumed
+    search must be able to read them) and only a trial's training is cut short by it.
+    """
+
+    def __init__(self, oracle: kt.Oracle, folder: Path, space: SearchSpace, search: SearchOptions,
+                 max_epochs: int, budgets: list[int], data: PreparedData, train_config: TrainConfig,
+                 placement: Placement, log: Any):
+        super().__init__(oracle=oracle, directory=str(folder.parent), project_name=folder.name,
+                         overwrite=False)
+        self.oracle.verbose = 0  # textgen prints its own lines
+        self.space = space
+        self.search_options = search
+        self.max_epochs = max_epochs
+        self.shorter = sorted({units for units in budgets if units < max_epochs}, reverse=True)
+        self.data = data
+        self.train_config = train_config
+        self.placement = placement
+        self.log = log
+        # this session's training time, shared among the trials still to run by their budgets
+        remaining = sum(budgets[len(self.oracle.end_order):])
+        self.seconds_per_unit = search.time_limit / remaining if search.time_limit and remaining else None
+
+    def describe_budget(self) -> str:
+        """The longest trials' budget, as the first line of the search says it."""
+        search = self.search_options
+        seconds = self.seconds_per_unit * self.max_epochs if self.seconds_per_unit else None
+        parts = [f"{search.max_steps:,} steps" if search.max_steps else "",
+                 f"{seconds:,.1f} s of training" if seconds else ""]
+        budget = " or ".join(part for part in parts if part) or f"{self.train_config.epochs} epochs"
+        if search.tuner == "random":
+            return f"each trial at most {budget}"
+        shorter = " or ".join(f"1/{self.max_epochs // units}" for units in self.shorter)
+        return f"the longest trials at most {budget}, the others {shorter} of it"
+
+    def run(self) -> None:
+        """Run trials until the oracle has none left (KerasTuner's `search`, with Ctrl-C held)."""
+        tensorflow_log = logging.getLogger("tensorflow")
+        tensorflow_log.addFilter(_expected_retracing)
+        try:
+            while True:
+                with artifacts.sigint_deferred():
+                    trial = self.oracle.create_trial(self.tuner_id)
+                if trial.status != TrialStatus.RUNNING:  # STOPPED: all trials done
+                    return
+                metrics = self.run_trial(trial)
+                with artifacts.sigint_deferred():
+                    self.oracle.update_trial(trial.trial_id, metrics)
+                    trial.status = TrialStatus.COMPLETED
+                    self.on_trial_end(trial)
+        finally:
+            tensorflow_log.removeFilter(_expected_retracing)
+
+    def run_trial(self, trial: Trial, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """Train the trial's model from the start for its budget; its objective is its best val_loss."""
+        values = trial.hyperparameters.values
+        units = values.get("tuner/epochs", self.max_epochs)  # Hyperband's round; a random trial: all
+        share = units / self.max_epochs
+        search, config = self.search_options, self.train_config
+        config = dataclasses.replace(
+            config, lr=float(f"{values['lr']:.3g}"),  # drawn values, rounded to read well
+            max_steps=math.ceil(search.max_steps * share) if search.max_steps else None,
+            time_limit=self.seconds_per_unit * units if self.seconds_per_unit else None,
+            epochs=config.epochs if search.max_steps or search.time_limit
+            else math.ceil(config.epochs * share))
+        model = ModelOptions(values["cell"], values["layers"], values["units"], self.space.embedding_dim,
+                             round(values["dropout"], 2))
+        part = f", 1/{self.max_epochs // units} of the budget" if units < self.max_epochs else ""
+        self.log(f"Trial {_number(trial)}/{search.trials}: {model.cell.upper()} "
+                 f"{model.layers}x{model.units}, dropout {model.dropout:g}, lr {config.lr:g}{part}...")
+        trial_dir = Path(self.get_trial_dir(trial.trial_id))
+        keras.backend.clear_session()  # the previous trial's models and traced functions
+        began = time.perf_counter()
+        quiet = RunOptions(TRIAL_MODEL, str(trial_dir), force=True, verbose=0, epoch_samples=False)
+        path = fit_prepared(self.data, model, config, quiet, self.placement, trial_dir / TRIAL_MODEL,
+                            lambda message: None, began)
+        shutil.rmtree(artifacts.work_dir(path), ignore_errors=True)  # its backups: trials never resume
+        result = RunConfig.load(path / artifacts.CONFIG_FILE).result
+        loss = result["best_val_loss"]
+        loss = loss if loss is not None and math.isfinite(loss) else math.inf  # diverged: the worst
+        self.log(f"  val_loss {loss:.4f} after {result['steps']:,} steps "
+                 f"({time.perf_counter() - began:.1f} s)")
+        return {"val_loss": loss}
+
+    def finished(self) -> list[Finished]:
+        """The finished trials, best first, as their model folders record them."""
+        finished = []
+        for trial in self.oracle.trials.values():
+            if trial.status != TrialStatus.COMPLETED:
+                continue
+            model_dir = Path(self.get_trial_dir(trial.trial_id)) / TRIAL_MODEL
+            config = RunConfig.load(model_dir / artifacts.CONFIG_FILE)
+            row = {"trial": _number(trial), "cell": config.model.cell, "layers": config.model.layers,
+                   "units": config.model.units, "dropout": config.model.dropout, "lr": config.train.lr,
+                   "params": config.result["parameters"], "steps": config.result["steps"],
+                   "seconds": config.result["train_seconds"], "val_loss": trial.score}
+            finished.append(Finished(row, model_dir))
+        return sorted(finished, key=lambda trial: (trial.row["val_loss"], trial.row["trial"]))
+
+
+def _expected_retracing(record: logging.LogRecord) -> bool:
+    """Every trial is a new model, so TensorFlow's warning that it traces functions again is noise."""
+    return "retracing" not in record.getMessage()
+
+
+class Finished(NamedTuple):
+    row: dict[str, Any]  # the trial's line of the table, COLUMNS
+    model_dir: Path
+
+
+def _number(trial: Trial) -> int:
+    """Trials are numbered from 1 in the order they started (KerasTuner's ids count from 0)."""
+    return int(trial.trial_id) + 1
+
+
+def _cells(row: dict[str, Any]) -> tuple[str, ...]:
+    return (str(row["trial"]), row["cell"], str(row["layers"]), str(row["units"]), f"{row['dropout']:.3g}",
+            f"{row['lr']:.3g}", f"{row['params']:,}", f"{row['steps']:,}", f"{row['seconds']:.1f}",
+            f"{row['val_loss']:.4f}")
+
+
+def _publish(trial_model: Path, rows: list[dict[str, Any]], model_dir: Path, tuning: dict[str, Any]) -> None:
+    """The best trial's model folder, with the trials table and a note of the search in its config."""
+    staging = artifacts.staging_dir(model_dir)
+    try:
+        shutil.copytree(trial_model, staging, dirs_exist_ok=True)
+        config = RunConfig.load(staging / artifacts.CONFIG_FILE)
+        config = dataclasses.replace(config, result={**config.result, "tuning": tuning})
+        (staging / artifacts.CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
+        table = io.StringIO()
+        writer = csv.DictWriter(table, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        (staging / TRIALS_CSV).write_text(table.getvalue(), encoding="utf-8")
+        finite = [{**row, "val_loss": row["val_loss"] if math.isfinite(row["val_loss"]) else None}
+                  for row in rows]
+        (staging / TRIALS_JSON).write_text(json.dumps(finite, indent=2), encoding="utf-8")
+        artifacts.publish(staging, model_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
