@@ -156,6 +156,7 @@ def test_an_interrupted_search_resumes_where_it_stopped(searched, corpus_file, t
     (["--time-limit", "0"], "'--time-limit'"),
     (["--layers", "3:1"], "--layers 3:1: the minimum is above the maximum"),
     (["--layers", "1:2:3"], "not a number or a range MIN:MAX"),
+    (["--lr", "nan"], "not a number or a range MIN:MAX"),
     (["--layers", "1.5"], "--layers takes whole numbers"),
     (["--units", "0:8"], "must be at least 1"),
     (["--dropout", "0:1"], "--dropout must be in [0, 1)"),

@@ -7,6 +7,7 @@ errors answer at once. User mistakes become one `textgen: error: ...` line and e
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import warnings
@@ -16,7 +17,6 @@ import click
 
 from textgen.config import CELLS, LEVELS, LR_SCHEDULES, PRECISIONS, ModelConfig, TrainConfig
 from textgen.errors import TextgenError, TextgenWarning
-from textgen.tokenizers import DEFAULT_MAX_VOCAB
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -54,7 +54,7 @@ class Span(click.ParamType):
             numbers = tuple(float(part) for part in str(value).split(":"))
         except ValueError:
             numbers = ()
-        if len(numbers) not in (1, 2):
+        if len(numbers) not in (1, 2) or not all(math.isfinite(number) for number in numbers):
             self.fail(f"{value!r} is not a number or a range MIN:MAX", param, ctx)
         return numbers if len(numbers) == 2 else numbers * 2
 
@@ -465,7 +465,7 @@ def plot(model, output, output_dir) -> None:
               help="Seconds of training for the whole search, shared among its trials (validating and "
                    "saving each trial come on top).")
 @click.option("--level", type=click.Choice(LEVELS), default="char", show_default=True)
-@click.option("--max-vocab", type=click.IntRange(min=2), default=DEFAULT_MAX_VOCAB, show_default=True)
+@click.option("--max-vocab", type=click.IntRange(min=2), default=20_000, show_default=True)
 @click.option("--embedding-dim", type=POSITIVE, default=ModelConfig.embedding_dim, show_default=True,
               help="Not searched: every trial has it.")
 @click.option("--seq-len", type=POSITIVE, default=TrainConfig.seq_len, show_default=True)
