@@ -58,6 +58,9 @@ def test_fine_tuning_starts_from_the_base_and_lowers_its_loss(char_model, new_te
     assert config["model"] == {**config_of(char_model)["model"], "dropout": 0.1}
     assert (tmp_path / "ft" / "tokenizer.json").read_text() == (char_model / "tokenizer.json").read_text()
     assert folder_snapshot(char_model) == before
+    code, out, _ = run_cli(["info", tmp_path / "ft"], capsys)
+    assert code == 0 and f"fine-tuned   from {char_model.resolve()} (best checkpoint), val_loss" in out
+    assert "vocabulary reused, 0.56% of the corpus unknown" in out
 
 
 def test_extended_vocabulary_keeps_the_weights_of_known_tokens(word_model, new_text, tmp_path):
