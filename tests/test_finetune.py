@@ -97,6 +97,18 @@ def test_extended_vocabulary_keeps_the_weights_of_known_tokens(word_model, new_t
     assert np.isfinite(bias).all() and bias[old] > bias[-1]
 
 
+def test_extend_vocab_stays_within_max_vocab(word_model, new_text):
+    from textgen.corpus import open_corpus
+    from textgen.finetune import InitOptions, UnknownTokensWarning, plan
+
+    size = config_of(word_model)["model"]["vocab_size"]
+    options = InitOptions(str(word_model), extend_vocab=True, given={"max_vocab": size + 10})
+    with pytest.warns(UnknownTokensWarning, match=f"the vocabulary is full at --max-vocab {size + 10:,}"):
+        start = plan(options, open_corpus([str(new_text[0])]).chunks, size + 10)
+    assert start.tokenizer.vocab_size == size + 10 and start.record["added_tokens"] == 10
+    assert start.tokenizer.tokens[-10:][:3] == ["KING", " Warwick", " EDWARD"]  # the most frequent first
+
+
 def test_extend_vocab_run_generates_new_words(word_model, new_text, tmp_path, capsys):
     import textgen
 
@@ -130,9 +142,10 @@ def test_python_api_fine_tunes_a_model_named_in_the_output_folder(char_model, ne
     assert nothing_written(models, "bad")
 
 
-def test_resume_of_a_fine_tuning_run_starts_from_its_own_copy_of_the_base(char_model, new_text, tmp_path,
-                                                                          capsys):
-    """Even without a complete backup: the resumed run starts from the base's weights, not afresh."""
+def test_resume_of_a_fine_tuning_run_starts_from_its_own_copy_of_the_base(char_model, word_model, new_text,
+                                                                          tmp_path, capsys):
+    """Even without a complete backup: the resumed run starts from the base's weights, not afresh,
+    and from the copy it keeps, not from the base folder."""
     base = tmp_path / "base"
     shutil.copytree(char_model, base)
     # a constant rate: the default schedule is shaped by --max-steps, which the sessions differ in
@@ -142,10 +155,11 @@ def test_resume_of_a_fine_tuning_run_starts_from_its_own_copy_of_the_base(char_m
     first = json.loads((tmp_path / "ft" / "history.json").read_text())
     recorded = config_of(tmp_path / "ft")["init_from"]
     shutil.rmtree(tmp_path / ".ft.training" / "backup")  # as if killed before its first backup
-    shutil.rmtree(base)  # and the base is gone: the run needs it no more
     code, _, err = run_cli([*args, "--resume", "--init-from", char_model], capsys)
-    assert code == 2 and "fine-tuned from" in err and "drop --init-from" in err
-    code, _, err = run_cli([*args, "--resume"], capsys)
+    assert code == 2 and f"fine-tuned from {base.resolve()}, not {char_model.resolve()}" in err
+    shutil.rmtree(base)
+    shutil.copytree(word_model, base)  # the base folder holds another model now: it is not read again
+    code, _, err = run_cli([*args, "--resume", "--init-from", base], capsys)
     assert code == 0, err
     history = json.loads((tmp_path / "ft" / "history.json").read_text())
     assert history["loss"][0] == pytest.approx(first["loss"][0], rel=1e-5) and len(history["loss"]) == 2
