@@ -70,6 +70,12 @@ def human_size(size: float) -> str:
     return f"{size:.1f} GB"  # pragma: no cover
 
 
+def human_share(part: int, whole: int) -> str:
+    """A percentage that does not round a few tokens in millions down to 0.00%."""
+    share = part / whole if whole else 0.0
+    return "<0.01%" if 0 < share < 0.0001 else f"{share:.2%}"
+
+
 def list_table(models: list[ModelSummary], unfinished: list[str]) -> list[str]:
     rows = [("NAME", "LEVEL", "MODEL", "PARAMS", "SIZE", "VAL LOSS", "DATE", "STATUS")]
     for m in models:
@@ -132,7 +138,7 @@ def _describe_base(init_from: dict[str, Any]) -> str:
     added, unknown, tokens = (init_from.get(key, 0) for key in
                               ("added_tokens", "unknown_tokens", "corpus_tokens"))
     vocabulary = (f"vocabulary extended by {added:,} tokens" if added else "vocabulary reused") + \
-        (f", {unknown / tokens:.2%} of the corpus unknown" if unknown and tokens else "")
+        (f", {human_share(unknown, tokens)} of the corpus unknown" if unknown else "")
     return (f"from {init_from.get('path')} ({init_from.get('checkpoint', 'best')} checkpoint)"
             + (f", val_loss {base_loss:.4f} before the first step" if base_loss is not None else "")
             + f"; {vocabulary}")

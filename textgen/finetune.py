@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from textgen import artifacts
+from textgen.catalog import human_share
 from textgen.config import RunConfig
 from textgen.errors import TextgenError, TextgenWarning
 from textgen.tokenizers import Tokenizer, most_frequent
@@ -119,8 +120,8 @@ def plan(options: InitOptions, chunks: Callable[[], Iterable[str]], max_vocab: i
     if unknown:
         hint = (f"the vocabulary is full at --max-vocab {max_vocab:,}" if options.extend_vocab
                 else "--extend-vocab adds them to the vocabulary")
-        warnings.warn(f"{unknown:,} of the new corpus's {total:,} tokens ({unknown / total:.2%}) are not "
-                      f"in the base model's vocabulary and become <unk>, most often "
+        warnings.warn(f"{unknown:,} of the new corpus's {total:,} tokens ({human_share(unknown, total)}) "
+                      f"are not in the base model's vocabulary and become <unk>, most often "
                       f"{_examples(missing)}; {hint}", UnknownTokensWarning, stacklevel=2)
     biases = _added_biases(weights[LOGITS][1], tokenizer, counts, added, total)
     record = {"path": str(base_dir), "checkpoint": options.checkpoint, "result": base.result,
@@ -181,8 +182,9 @@ def begin(start: Start, model: keras.Model, val_ds: Any, run_dir: Path, log: Cal
     model.save_weights(saving)
     saving.replace(run_dir / INIT_WEIGHTS)
     record = start.record
+    added = record["added_tokens"]
     vocabulary = (f"vocabulary {start.tokenizer.vocab_size:,} = the base's {record['base_vocab_size']:,} + "
-                  f"{record['added_tokens']:,} new tokens" if record["added_tokens"]
+                  f"{added:,} new token{'s' * (added != 1)}" if added
                   else f"its vocabulary of {record['base_vocab_size']:,} tokens")
     log(f"Fine-tuning {start.base_dir} ({record['checkpoint']} checkpoint, {vocabulary}, a fresh optimizer): "
         f"val_loss {loss:.4f} on this run's validation text before the first step.")
