@@ -183,7 +183,7 @@ def train(ctx, sources, level, cell, layers, units, embedding_dim, dropout, seq_
     from textgen.training import train as run_training
 
     fixed = {"level": level, "max_vocab": max_vocab, "cell": cell, "layers": layers, "units": units,
-             "embedding_dim": embedding_dim}
+             "embedding_dim": embedding_dim}  # what a base model fixes: given explicitly, it must agree
     init = None if init_from is None else InitOptions(
         init_from, init_checkpoint, extend_vocab, {k: v for k, v in fixed.items() if _given(ctx, k)})
 
