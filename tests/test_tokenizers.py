@@ -96,3 +96,17 @@ def test_corrupt_tokenizer_file_is_a_clear_error(tmp_path):
     path.write_text("{not json", encoding="utf-8")
     with pytest.raises(TextgenError, match="not a valid tokenizer"):
         load_tokenizer(path)
+
+
+@pytest.mark.parametrize("cls", [CharTokenizer, WordTokenizer])
+def test_extended_vocabulary_keeps_every_id(cls):
+    """Fine-tuning appends tokens: ids the model has weights for must not move."""
+    tokenizer, _ = cls.fit([SAMPLE[:40]])
+    counts = cls.count([SAMPLE])
+    assert sum(counts.values()) == cls.fit([SAMPLE])[1]
+    new = [token for token in counts if token not in tokenizer.tokens]
+    grown = tokenizer.extended(new)
+    assert grown.tokens[:len(tokenizer.tokens)] == tokenizer.tokens
+    assert grown.vocab_size == tokenizer.vocab_size + len(new) > tokenizer.vocab_size
+    assert list(grown.encode(SAMPLE[:40])) == list(tokenizer.encode(SAMPLE[:40]))
+    assert UNK_ID not in grown.encode(SAMPLE) and grown.decode(grown.encode(SAMPLE)) == SAMPLE

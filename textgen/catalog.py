@@ -70,6 +70,12 @@ def human_size(size: float) -> str:
     return f"{size:.1f} GB"  # pragma: no cover
 
 
+def human_share(part: int, whole: int) -> str:
+    """A percentage that does not round a few tokens in millions down to 0.00%."""
+    share = part / whole if whole else 0.0
+    return "<0.01%" if 0 < share < 0.0001 else f"{share:.2%}"
+
+
 def list_table(models: list[ModelSummary], unfinished: list[str]) -> list[str]:
     rows = [("NAME", "LEVEL", "MODEL", "PARAMS", "SIZE", "VAL LOSS", "DATE", "STATUS")]
     for m in models:
@@ -99,6 +105,7 @@ def info_lines(summary: ModelSummary) -> list[str]:
         f"parameters   {r['parameters']:,}" if r.get("parameters") else "parameters   -",
         f"vocabulary   {m.vocab_size:,} {c.level} tokens (id 0 is the unknown token)",
         f"corpus       {_describe_corpus(c.corpus)}",
+        *([f"fine-tuned   {_describe_base(c.init_from)}"] if c.init_from else []),
         f"training     seq-len {t.seq_len}, batch {t.batch_size}, lr {t.lr:g} ({t.lr_schedule}), "
         f"clipnorm {t.clipnorm or 'off'}, seed {t.seed}, {c.precision_used}"
         + (f", epochs of {t.steps_per_epoch:,} steps" if t.steps_per_epoch else ""),
@@ -127,6 +134,19 @@ def info_lines(summary: ModelSummary) -> list[str]:
     lines.append(f"exports      {', '.join(exports) if exports else 'none'}")
     lines.append(f"size         {human_size(summary.size_bytes)}, saved {summary.modified:%Y-%m-%d %H:%M}")
     return lines
+
+
+def _describe_base(init_from: dict[str, Any]) -> str:
+    """Where a fine-tuned model started: the base, its val_loss on this run's validation text (what
+    fine-tuning gained is the difference to the best line), and what became of the vocabulary."""
+    base_loss = init_from.get("base_val_loss")
+    added, unknown, tokens = (init_from.get(key, 0) for key in
+                              ("added_tokens", "unknown_tokens", "corpus_tokens"))
+    vocabulary = (f"vocabulary extended by {added:,} tokens" if added else "vocabulary reused") + \
+        (f", {human_share(unknown, tokens)} of the corpus unknown" if unknown else "")
+    return (f"from {init_from.get('path')} ({init_from.get('checkpoint', 'best')} checkpoint)"
+            + (f", val_loss {base_loss:.4f} before the first step" if base_loss is not None else "")
+            + f"; {vocabulary}")
 
 
 def _describe_corpus(corpus: dict[str, Any]) -> str:

@@ -168,22 +168,42 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.option("--cache-ids", is_flag=True,
               help="Keep the vocabulary and the tokenized text files in OUTPUT_DIR/.ids-cache, so "
                    "re-runs on the same files skip tokenizing (4 bytes per token, 8 for word level).")
-def train(sources, level, cell, layers, units, embedding_dim, dropout, seq_len, batch_size, epochs,
+@click.option("--init-from", metavar="MODEL", default=None,
+              help="Fine-tune: start from this trained model (a folder, or a name in --output-dir), "
+                   "keeping its architecture, level and vocabulary; the optimizer starts fresh and "
+                   "the training settings are this run's.")
+@click.option("--init-checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Which of the base model's weights --init-from starts from.")
+@click.option("--extend-vocab", is_flag=True,
+              help="With --init-from: add the new corpus's tokens that the base vocabulary lacks (up to "
+                   "--max-vocab) instead of reading them as <unk>.")
+@click.pass_context
+def train(ctx, sources, level, cell, layers, units, embedding_dim, dropout, seq_len, batch_size, epochs,
           steps_per_epoch, lr, lr_schedule, clipnorm, seed, max_vocab, val_fraction, val_file, encoding,
           precision, xla, max_steps, time_limit, strategy, cpu_devices, backup_every, name, output_dir, force,
-          resume, tfds_data_dir, tfds_manual_dir, samples, quiet, cache_ids) -> None:
+          resume, tfds_data_dir, tfds_manual_dir, samples, quiet, cache_ids, init_from, init_checkpoint,
+          extend_vocab) -> None:
     """Train a model on text files, folders of .txt files, or tfds:NAME.
 
     \b
     Example:
       textgen train corpus.txt --cell lstm --epochs 10 --time-limit 600
       textgen train tfds:tiny_shakespeare --level word
+      textgen train new.txt --init-from corpus-char --lr 5e-4 --name new-char
     """
+    if init_from is None and (extend_vocab or _given(ctx, "init_checkpoint")):
+        raise TextgenError("--extend-vocab and --init-checkpoint go with --init-from MODEL")
     _start_tensorflow()
     from textgen.config import TrainConfig
+    from textgen.finetune import InitOptions
     from textgen.idcache import CACHE_DIR
     from textgen.training import DataOptions, ModelOptions, RunOptions
     from textgen.training import train as run_training
+
+    fixed = {"level": level, "max_vocab": max_vocab, "cell": cell, "layers": layers, "units": units,
+             "embedding_dim": embedding_dim}  # what a base model fixes: given explicitly, it must agree
+    init = None if init_from is None else InitOptions(
+        init_from, init_checkpoint, extend_vocab, {k: v for k, v in fixed.items() if _given(ctx, k)})
 
     run_training(
         DataOptions(list(sources), level, max_vocab, encoding, val_file, tfds_data_dir, tfds_manual_dir,
@@ -196,7 +216,14 @@ def train(sources, level, cell, layers, units, embedding_dim, dropout, seq_len, 
                     cpu_devices=cpu_devices),
         RunOptions(name, output_dir, force, resume, 0 if quiet else 1, samples,
                    log=lambda message: click.echo(message)),
+        init,
     )
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether the user set an option, rather than leaving it to its default (or a default map)."""
+    return ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT,
+                                                  click.core.ParameterSource.DEFAULT_MAP)
 
 
 def _load(model: str, checkpoint: str, output_dir: str):

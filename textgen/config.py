@@ -98,6 +98,7 @@ class RunConfig:
     replicas: int = 1  # model copies trained in sync, over all workers
     workers: int = 1
     result: dict[str, Any] = field(default_factory=dict)
+    init_from: dict[str, Any] | None = None  # fine-tuning: the base model and where it started (finetune.py)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -121,6 +122,7 @@ class RunConfig:
             replicas=data.get("replicas", 1),
             workers=data.get("workers", 1),
             result=data.get("result", {}),
+            init_from=data.get("init_from"),
             format_version=version,
         )
 

@@ -112,12 +112,20 @@ class Tokenizer:
         """Build a vocabulary from a stream; returns the tokenizer and the corpus length in tokens."""
         if max_vocab < 2:
             raise TextgenError("max-vocab must be at least 2")
+        counts = cls.count(chunks)
+        return cls(cls.order(most_frequent(counts, max_vocab - 1))), sum(counts.values())
+
+    @classmethod
+    def count(cls, chunks: Iterable[str]) -> dict[str, int]:
+        """How often each piece occurs in a stream of text."""
         counts: Counter[str] = Counter()
         for pieces in cls([]).iter_pieces(chunks):
             counts.update(pieces)
-        total = sum(counts.values())
-        kept = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: max_vocab - 1]
-        return cls(cls.order([tok for tok, _ in kept])), total
+        return counts
+
+    def extended(self, tokens: Iterable[str]) -> Tokenizer:
+        """This vocabulary with `tokens` appended: the ids of the tokens it has do not change."""
+        return type(self)([*self.tokens, *tokens])
 
     @staticmethod
     def order(tokens: list[str]) -> list[str]:
@@ -171,10 +179,8 @@ class CharTokenizer(Tokenizer):
         yield from (chunk for chunk in chunks if chunk)
 
     @classmethod
-    def fit(cls, chunks: Iterable[str], max_vocab: int = DEFAULT_MAX_VOCAB) -> tuple[Tokenizer, int]:
+    def count(cls, chunks: Iterable[str]) -> dict[str, int]:
         """Count code points with numpy: ten times faster than a Counter, which matters at gigabytes."""
-        if max_vocab < 2:
-            raise TextgenError("max-vocab must be at least 2")
         plane0 = np.zeros(BMP, dtype=np.int64)  # the Basic Multilingual Plane, counted by bincount
         beyond: Counter[int] = Counter()  # emoji and other rare code points above it
         for chunk in chunks:
@@ -185,8 +191,7 @@ class CharTokenizer(Tokenizer):
                 beyond.update(cps[~low].tolist())
         counts = {chr(cp): int(plane0[cp]) for cp in np.flatnonzero(plane0)}
         counts.update({chr(cp): n for cp, n in beyond.items()})
-        kept = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: max_vocab - 1]
-        return cls(cls.order([tok for tok, _ in kept])), sum(counts.values())
+        return counts
 
     @staticmethod
     def order(tokens: list[str]) -> list[str]:
@@ -214,6 +219,11 @@ class WordTokenizer(Tokenizer):
         while cut > 0 and text[cut - 1].isspace():  # and the space run before it (\s in the pattern)
             cut -= 1
         return cut
+
+
+def most_frequent(counts: dict[str, int], limit: int) -> list[str]:
+    """The `limit` most frequent pieces, ties in a fixed order (the one fitting uses)."""
+    return [tok for tok, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max(limit, 0)]]
 
 
 TOKENIZERS: dict[str, type[Tokenizer]] = {"char": CharTokenizer, "word": WordTokenizer}

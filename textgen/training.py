@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import keras
 
-from textgen import artifacts
+from textgen import artifacts, finetune
 from textgen.config import ModelConfig, RunConfig, TrainConfig
 from textgen.corpus import Corpus, FileCorpus, TfdsCorpus, open_corpus
 from textgen.data import (
@@ -35,6 +35,7 @@ from textgen.data import (
 from textgen.distribute import Placement, is_chief, place, read_cluster
 from textgen.errors import TextgenError
 from textgen.evaluation import LN2, perplexity
+from textgen.finetune import InitOptions, Start
 from textgen.generation import Generator
 from textgen.idcache import IdCache
 from textgen.models import build_model
@@ -361,12 +362,15 @@ def model_name(name: str) -> str:
     return name
 
 
+def open_sources(options: DataOptions, progress: bool = True) -> Corpus:
+    return open_corpus(options.sources, encoding=options.encoding, tfds_data_dir=options.tfds_data_dir,
+                       tfds_manual_dir=options.tfds_manual_dir, progress=progress)
+
+
 def prepare_data(options: DataOptions, train_config: TrainConfig, tokenizer: Tokenizer | None,
                  log: Log, progress: bool = True) -> PreparedData:
     """Fit (or reuse) the tokenizer, then describe the train and validation token ranges."""
-    corpus = open_corpus(options.sources, encoding=options.encoding,
-                         tfds_data_dir=options.tfds_data_dir, tfds_manual_dir=options.tfds_manual_dir,
-                         progress=progress)
+    corpus = open_sources(options, progress)
     if options.cache_dir is not None and not isinstance(corpus, FileCorpus):
         raise TextgenError("--cache-ids caches text files; TensorFlow Datasets keep their own cache")
     val_corpus: Corpus | None = None
@@ -427,8 +431,9 @@ def _check_target(model_dir: Path, options: RunOptions) -> None:
 
 
 def train(data_options: DataOptions, model_options: ModelOptions, train_config: TrainConfig,
-          run_options: RunOptions) -> Path | None:
+          run_options: RunOptions, init: InitOptions | None = None) -> Path | None:
     """Train and publish a model folder; returns its path. Ctrl-C saves what was finished.
+    With `init`, the run fine-tunes a trained model (textgen.finetune).
 
     In a multi-worker run every worker trains, but only the chief writes the model folder: the
     others keep their files in a temporary folder, deleted at the end, and return None.
@@ -439,15 +444,18 @@ def train(data_options: DataOptions, model_options: ModelOptions, train_config: 
     if train_config.strategy == "multi-worker" and train_config.time_limit is not None:
         raise TextgenError("--time-limit cannot stop several workers at the same step; with --strategy "
                            "multi-worker use --max-steps or --epochs")
+    if init is not None:  # found in the real output folder, which non-chief workers do not write to
+        init = dataclasses.replace(init, model=str(finetune.resolve_base(init.model, run_options.output_dir)))
     if train_config.strategy != "multi-worker" or is_chief(*read_cluster()):
         placement = place(train_config.strategy, train_config.cpu_devices)  # first: it configures devices
-        return _train(data_options, model_options, train_config, run_options, placement, name, log, began)
+        return _train(data_options, model_options, train_config, run_options, placement, name, log, began,
+                      init)
     with tempfile.TemporaryDirectory(prefix="textgen-worker-") as scratch:
         if run_options.resume:
             _copy_unfinished_run(Path(run_options.output_dir) / name, Path(scratch) / name)
         placement = place(train_config.strategy, train_config.cpu_devices)
         _train(data_options, model_options, train_config,
-               dataclasses.replace(run_options, output_dir=scratch), placement, name, log, began)
+               dataclasses.replace(run_options, output_dir=scratch), placement, name, log, began, init)
     return None
 
 
@@ -466,17 +474,23 @@ def _copy_unfinished_run(model_dir: Path, scratch_model_dir: Path) -> None:
 
 
 def _train(data_options: DataOptions, model_options: ModelOptions, train_config: TrainConfig,
-           run_options: RunOptions, placement: Placement, name: str, log: Log, began: float) -> Path:
+           run_options: RunOptions, placement: Placement, name: str, log: Log, began: float,
+           init: InitOptions | None) -> Path:
     model_dir = Path(run_options.output_dir) / name
     run_dir = artifacts.work_dir(model_dir)
+    if init is not None and not run_options.resume:
+        finetune.check_target(Path(init.model), model_dir)
     _check_target(model_dir, run_options)
     if train_config.batch_size < placement.replicas:
         raise TextgenError(f"--batch-size is the global batch, shared by {placement.replicas} replicas: "
                            f"make it at least {placement.replicas}")
 
     tokenizer = None
+    start: Start | None = None  # a new fine-tuning run's base
     if run_options.resume:
         saved = RunConfig.load(run_dir / artifacts.CONFIG_FILE)
+        if init is not None:
+            finetune.check_resume(init, saved, name)
         tokenizer = load_tokenizer(run_dir / artifacts.TOKENIZER_FILE)
         data_options = dataclasses.replace(data_options, level=saved.level)
         model_options = ModelOptions(**{k: v for k, v in dataclasses.asdict(saved.model).items()
@@ -485,37 +499,42 @@ def _train(data_options: DataOptions, model_options: ModelOptions, train_config:
         session = {k: getattr(train_config, k) for k in ("epochs", "max_steps", "time_limit", "backup_every",
                                                          "strategy", "cpu_devices")}
         train_config = dataclasses.replace(saved.train, **session)
+    elif init is not None:
+        corpus = open_sources(data_options, bool(run_options.verbose))
+        start = finetune.plan(init, corpus.chunks, data_options.max_vocab)
+        tokenizer = start.tokenizer
+        data_options = dataclasses.replace(data_options, level=tokenizer.level)
+        model_options = ModelOptions(**start.architecture, dropout=model_options.dropout)
 
     data = prepare_data(data_options, train_config, tokenizer, log, progress=bool(run_options.verbose))
     if run_options.resume and data.description.get("tokens") != saved.corpus.get("tokens"):
         raise TextgenError(f"the corpus is not the one run {name!r} began with "
                            f"({saved.corpus.get('tokens'):,} tokens then, {data.description['tokens']:,} "
                            "now); resume with the same sources")
-    return fit_prepared(data, model_options, train_config, run_options, placement, model_dir, log, began)
+    return fit_prepared(data, model_options, train_config, run_options, placement, model_dir, log, began,
+                        start=start, init_from=saved.init_from if run_options.resume else None)
 
 
 def fit_prepared(data: PreparedData, model_options: ModelOptions, train_config: TrainConfig,
                  run_options: RunOptions, placement: Placement, model_dir: Path, log: Log,
-                 began: float) -> Path:
-    """Train on prepared data and publish `model_dir`: what `train` does once, and `tune` per trial."""
+                 began: float, *, start: Start | None = None, init_from: dict | None = None) -> Path:
+    """Train on prepared data and publish `model_dir`: what `train` does once, and `tune` per trial.
+    `start` is a new fine-tuning run's base, `init_from` a resumed one's record of it."""
     run_dir = artifacts.work_dir(model_dir)
     precision = resolve_precision(train_config.precision)
     run_config = RunConfig(model=model_options.config(data.tokenizer.vocab_size), train=train_config,
                            level=data.tokenizer.level, corpus=data.description,
                            precision_used=precision, strategy_used=placement.name,
-                           replicas=placement.replicas, workers=placement.workers)
+                           replicas=placement.replicas, workers=placement.workers, init_from=init_from)
 
     if run_options.force and not run_options.resume:
         shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    artifacts.write_json_atomic(run_dir / artifacts.CONFIG_FILE, json.loads(run_config.to_json()))
-    artifacts.write_text_atomic(run_dir / artifacts.TOKENIZER_FILE,
-                                json.dumps(data.tokenizer.to_dict(), ensure_ascii=False))
-
     keras.utils.set_random_seed(train_config.seed)
     apply_precision(precision)
     try:
-        return _fit_and_publish(data, run_config, model_dir, run_dir, run_options, placement, log, began)
+        return _fit_and_publish(data, run_config, model_dir, run_dir, run_options, placement, log, began,
+                                start)
     finally:
         apply_precision("float32")
 
@@ -527,17 +546,27 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
 
 
 def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path, run_dir: Path,
-                     options: RunOptions, placement: Placement, log: Log, began: float) -> Path:
+                     options: RunOptions, placement: Placement, log: Log, began: float,
+                     start: Start | None) -> Path:
     config = run_config.train
     with placement.strategy.scope():  # variables made here are mirrored on every replica
         model = build_model(run_config.model)
         _compile(model, config)
+    val_ds = evaluation_dataset(data.val, config.seq_len, config.batch_size)
+    if start is not None:
+        init_from = finetune.begin(start, model, val_ds, run_dir, log)
+        run_config = dataclasses.replace(run_config, init_from=init_from)
+    elif run_config.init_from is not None:  # a resumed fine-tuning run
+        finetune.restore(model, run_dir)
+    # written once the run can start from them: a folder without config.json is not resumable
+    artifacts.write_json_atomic(run_dir / artifacts.CONFIG_FILE, json.loads(run_config.to_json()))
+    artifacts.write_text_atomic(run_dir / artifacts.TOKENIZER_FILE,
+                                json.dumps(data.tokenizer.to_dict(), ensure_ascii=False))
     endless = config.steps_per_epoch is not None
     position = backup_position(run_dir / BACKUP_DIR)
     train_ds = training_dataset(data.train, config.seq_len, config.batch_size, config.seed, endless=endless,
                                 start_epoch=position.epoch, skip_batches=position.steps)
     steps_per_epoch = config.steps_per_epoch or data.train.batches(config.seq_len, config.batch_size)
-    val_ds = evaluation_dataset(data.val, config.seq_len, config.batch_size)
 
     val_chars_per_token = (data.val.chars or data.val.tokens) / data.val.tokens
     budget = Budget(config.max_steps, config.time_limit)
@@ -607,6 +636,8 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
         if not unfinished:
             shutil.rmtree(run_dir, ignore_errors=True)
     best = f"best val_loss {result['best_val_loss']:.4f}" if val_losses else "no validation yet"
+    if final_config.init_from is not None:
+        best += f", {final_config.init_from['base_val_loss']:.4f} before fine-tuning"
     if not plotting_available():
         log(f"(no {CURVES_FILE}: {PLOT_EXTRA_HINT})")
     log(f"Saved {model_dir} ({stopped} after {epochs_done} epoch(s), {best})."
