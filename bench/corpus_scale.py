@@ -30,9 +30,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: F401  (quiets TensorFlow's C++ logs in the children too)
+from common import SHAKESPEARE  # importing common also quiets TensorFlow's C++ logs in the children
 
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 DEFAULT_SIZES_MB = (100, 500, 2000)
 
 

@@ -15,16 +15,13 @@ The ratios say how much head-room the pipeline has; they survive a noisy machine
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: F401  (quiet TensorFlow start-up)
+from common import SHAKESPEARE  # importing common also quiets TensorFlow start-up
 
-SHAKESPEARE = Path(os.environ.get("TEXTGEN_SHARED", Path(__file__).resolve().parents[2] / "shared")) / \
-    "data" / "tinyshakespeare.txt"
 SEQ, BATCH, STEPS = 100, 64, 40
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -25,12 +24,10 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import matmul_peak_gflops
+from common import SHAKESPEARE, matmul_peak_gflops
 
 UNITS, LAYERS, EMBEDDING, VOCAB, BATCH, SEQ = 256, 2, 64, 65, 64, 100
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-SHAKESPEARE = Path(os.environ.get("TEXTGEN_SHARED", Path(__file__).resolve().parents[2] / "shared")) / \
-    "data" / "tinyshakespeare.txt"
 
 
 def flops_per_trained_token(cell: str) -> float:
