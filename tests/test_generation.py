@@ -60,10 +60,10 @@ def test_chunks_start_small_and_grow_to_a_cap_that_shrinks_with_more_samples():
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_the_input_table_gives_the_text_of_the_input_matmul(cell):
-    """The sampling loop looks the first layer's input projection up in a table; a generator
-    without the table (as exports build it) writes the same text, and the table follows the
-    weights after they change."""
+def test_derived_weights_give_the_text_of_the_plain_step(cell):
+    """The sampling loop looks the first layer's input projection up in a table, and later layers
+    of additive cells multiply by stacked kernels; a generator without them (as exports build it)
+    writes the same text, and they follow the weights after these change."""
     keras.utils.set_random_seed(4)
     tokenizer = CharTokenizer(list("abcdefghijklmnop"))
     model = build_model(ModelConfig(vocab_size=tokenizer.vocab_size, cell=cell, layers=2, units=8,
@@ -72,15 +72,18 @@ def test_the_input_table_gives_the_text_of_the_input_matmul(cell):
     output.set_weights([w * 30 for w in output.get_weights()])  # text that depends on the states
     with_table = Generator(model, tokenizer)
     assert with_table.input_table is not None
+    assert (with_table.stacked_kernels[1] is not None) == (cell != "gru")
     options = {"num_samples": 3, "temperature": 1.0, "seed": 2}
     before = with_table.generate("ab", 80, **options)
-    assert Generator(model, tokenizer, input_table=False).generate("ab", 80, **options) == before
+    assert Generator(model, tokenizer, derived_weights=False).generate("ab", 80, **options) == before
     embedding = model.get_layer("embedding")
     embedding.set_weights([w * 10 for w in embedding.get_weights()])
+    second = model.get_layer(f"{cell}_1")
+    second.set_weights([w * 3 for w in second.get_weights()])
     with_table.sync_weights()
     after = with_table.generate("ab", 80, **options)
     assert after != before
-    assert Generator(model, tokenizer, input_table=False).generate("ab", 80, **options) == after
+    assert Generator(model, tokenizer, derived_weights=False).generate("ab", 80, **options) == after
 
 
 def test_a_fixed_chunk_longer_than_the_buffer_is_split():

@@ -257,22 +257,26 @@ def load(model: str | os.PathLike, *, checkpoint: str = "best",
 
 
 def train(sources: str | os.PathLike | Sequence[str | os.PathLike], *, level: str | None = None,
-          cell: str | None = None, layers: int | None = None, units: int | None = None,
-          embedding_dim: int | None = None, dropout: float = 0.0, max_vocab: int | None = None,
-          encoding: str = "utf-8", val_file: str | None = None, tfds_data_dir: str | None = None,
+          preset: str = "auto", cell: str | None = None, layers: int | None = None,
+          units: int | None = None, embedding_dim: int | None = None, dropout: float | None = None,
+          tie_weights: bool | None = None, max_vocab: int | None = None, encoding: str = "utf-8",
+          val_file: str | None = None, tfds_data_dir: str | None = None,
           tfds_manual_dir: str | None = None, name: str | None = None,
           output_dir: str = "saved_models", force: bool = False, resume: bool = False,
           verbose: int = 1, epoch_samples: bool = True, init_from: str | os.PathLike | None = None,
           init_checkpoint: str = "best", extend_vocab: bool = False,
           **train_settings: Any) -> TextModel | None:
     """Train a model and return it loaded; `train_settings` are TrainConfig fields (epochs, lr,
-    steps_per_epoch, strategy, ...). With `strategy="multi-worker"`, only the chief saves and
-    returns the model; the other workers return None.
+    steps_per_epoch, strategy, ...). The network and the learning rate come from `preset`
+    (textgen.presets; "auto" sizes it by the budget), under the ones given here. With
+    `strategy="multi-worker"`, only the chief saves and returns the model; the other workers
+    return None.
 
-    `level`, `cell`, `layers`, `units`, `embedding_dim` and `max_vocab` left at None are the
-    defaults (char, gru, 2, 256, 64, 20000). `init_from` fine-tunes a trained model (a folder or
-    a name in `output_dir`): those settings are then the base model's, and giving one that
-    differs is an error; `extend_vocab` adds the new corpus's missing tokens to its vocabulary.
+    `level` and `max_vocab` left at None are char and 20000; the network settings left at None
+    (`cell`, `layers`, `units`, `embedding_dim`, `dropout`, `tie_weights`, and the `lr` among
+    `train_settings`) are the preset's. `init_from` fine-tunes a trained model (a folder or a name
+    in `output_dir`): the network is then the base model's, and giving a setting that differs is
+    an error; `extend_vocab` adds the new corpus's missing tokens to its vocabulary.
 
     >>> model = textgen.train(corpus, level="word", cell="lstm", layers=1, units=16, seq_len=16,
     ...                       epochs=1, output_dir=models, name="words", verbose=0)
@@ -291,12 +295,12 @@ def train(sources: str | os.PathLike | Sequence[str | os.PathLike], *, level: st
     if init_from is None and (extend_vocab or init_checkpoint != "best"):
         raise TextgenError("extend_vocab and init_checkpoint go with init_from")
     vocabulary = {k: v for k, v in {"level": level, "max_vocab": max_vocab}.items() if v is not None}
-    shape = {k: v for k, v in {"cell": cell, "layers": layers, "units": units,
-                               "embedding_dim": embedding_dim}.items() if v is not None}
+    shape = {k: v for k, v in {"cell": cell, "layers": layers, "units": units, "embedding_dim": embedding_dim,
+                               "tie_weights": tie_weights}.items() if v is not None}
     path = run_training(
         DataOptions([str(s) for s in sources], encoding=encoding, val_file=val_file,
                     tfds_data_dir=tfds_data_dir, tfds_manual_dir=tfds_manual_dir, **vocabulary),
-        ModelOptions(dropout=dropout, **shape),
+        ModelOptions(dropout=dropout, preset=preset, **shape),
         TrainConfig(**train_settings),
         RunOptions(name, output_dir, force, resume, verbose, epoch_samples),
         None if init_from is None else InitOptions(str(init_from), init_checkpoint, extend_vocab,

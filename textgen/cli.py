@@ -17,6 +17,8 @@ import click
 
 from textgen.config import CELLS, LEVELS, LR_SCHEDULES, PRECISIONS, ModelConfig, TrainConfig
 from textgen.errors import TextgenError, TextgenWarning
+from textgen.presets import CHOICES as PRESET_CHOICES
+from textgen.presets import MIN_PASSES
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -107,21 +109,29 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--level", type=click.Choice(["char", "word"]), default="char", show_default=True,
               help="Tokens are characters or words (words keep punctuation and line breaks).")
-@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default="gru", show_default=True,
-              help="Recurrent layer type (Keras LSTM, GRU, SimpleRNN).")
-@click.option("--layers", type=POSITIVE, default=2, show_default=True)
-@click.option("--units", type=POSITIVE, default=256, show_default=True, help="Units per layer.")
-@click.option("--embedding-dim", type=POSITIVE, default=64, show_default=True)
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0,
-              show_default=True, help="Dropout after each recurrent layer.")
+@click.option("--preset", type=click.Choice(PRESET_CHOICES), default="auto", show_default=True,
+              help="Network size and learning rate: tiny, small, medium, large (see the README for "
+                   "what each reaches), or auto: the largest that reads the text at least "
+                   f"{MIN_PASSES:g} times within --time-limit or --max-steps (small without a "
+                   "budget). Options below marked 'preset' override it.")
+@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default=None,
+              help="Recurrent layer type (Keras LSTM, GRU, SimpleRNN). [default: preset]")
+@click.option("--layers", type=POSITIVE, default=None, help="[default: preset]")
+@click.option("--units", type=POSITIVE, default=None, help="Units per layer. [default: preset]")
+@click.option("--embedding-dim", type=POSITIVE, default=None, help="[default: preset]")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Dropout after each recurrent layer. [default: preset]")
+@click.option("--tie-weights/--no-tie-weights", default=None,
+              help="Score tokens with the embedding matrix (needs --embedding-dim equal to --units). "
+                   "[default: preset: on for word models]")
 @click.option("--seq-len", type=POSITIVE, default=100, show_default=True,
               help="Tokens per training window.")
 @click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
 @click.option("--epochs", type=POSITIVE, default=20, show_default=True)
 @click.option("--steps-per-epoch", type=POSITIVE, default=None,
               help="An epoch is this many steps over the text repeated endlessly (default: one pass).")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True,
-              help="Adam learning rate.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+              help="Adam's peak learning rate. [default: preset]")
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="wsd", show_default=True,
               help="wsd: warm up, hold --lr, then decay to a tenth of it over the last quarter of the "
                    "budget (epochs, --max-steps or --time-limit, whichever ends first); cosine: decay "
@@ -178,11 +188,11 @@ def cli(ctx: click.Context, verbose: bool) -> None:
               help="With --init-from: add the new corpus's tokens that the base vocabulary lacks (up to "
                    "--max-vocab) instead of reading them as <unk>.")
 @click.pass_context
-def train(ctx, sources, level, cell, layers, units, embedding_dim, dropout, seq_len, batch_size, epochs,
-          steps_per_epoch, lr, lr_schedule, clipnorm, seed, max_vocab, val_fraction, val_file, encoding,
-          precision, xla, max_steps, time_limit, strategy, cpu_devices, backup_every, name, output_dir, force,
-          resume, tfds_data_dir, tfds_manual_dir, samples, quiet, cache_ids, init_from, init_checkpoint,
-          extend_vocab) -> None:
+def train(ctx, sources, level, preset, cell, layers, units, embedding_dim, dropout, tie_weights, seq_len,
+          batch_size, epochs, steps_per_epoch, lr, lr_schedule, clipnorm, seed, max_vocab, val_fraction,
+          val_file, encoding, precision, xla, max_steps, time_limit, strategy, cpu_devices, backup_every,
+          name, output_dir, force, resume, tfds_data_dir, tfds_manual_dir, samples, quiet, cache_ids,
+          init_from, init_checkpoint, extend_vocab) -> None:
     """Train a model on text files, folders of .txt files, or tfds:NAME.
 
     \b
@@ -201,14 +211,14 @@ def train(ctx, sources, level, cell, layers, units, embedding_dim, dropout, seq_
     from textgen.training import train as run_training
 
     fixed = {"level": level, "max_vocab": max_vocab, "cell": cell, "layers": layers, "units": units,
-             "embedding_dim": embedding_dim}  # what a base model fixes: given explicitly, it must agree
+             "embedding_dim": embedding_dim, "tie_weights": tie_weights}  # a base model fixes these
     init = None if init_from is None else InitOptions(
         init_from, init_checkpoint, extend_vocab, {k: v for k, v in fixed.items() if _given(ctx, k)})
 
     run_training(
         DataOptions(list(sources), level, max_vocab, encoding, val_file, tfds_data_dir, tfds_manual_dir,
                     str(Path(output_dir) / CACHE_DIR) if cache_ids else None),
-        ModelOptions(cell, layers, units, embedding_dim, dropout),
+        ModelOptions(cell, layers, units, embedding_dim, dropout, tie_weights, preset),
         TrainConfig(seq_len=seq_len, batch_size=batch_size, epochs=epochs, lr=lr, lr_schedule=lr_schedule,
                     clipnorm=clipnorm or None, seed=seed, precision=precision, xla=xla,
                     val_fraction=val_fraction, max_steps=max_steps, time_limit=time_limit,

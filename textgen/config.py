@@ -27,6 +27,7 @@ class ModelConfig:
     units: int = 256
     embedding_dim: int = 64
     dropout: float = 0.0
+    tie_weights: bool = False  # the embedding matrix also scores the next token (needs embedding = units)
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -36,6 +37,10 @@ class ModelConfig:
                 raise TextgenError(f"{name.replace('_', '-')} must be at least 1")
         if not 0.0 <= self.dropout < 1.0:
             raise TextgenError("dropout must be in [0, 1)")
+        if self.tie_weights and self.embedding_dim != self.units:
+            raise TextgenError(f"tied weights need --embedding-dim equal to --units (the last layer's "
+                               f"output scores tokens through the embedding): {self.embedding_dim} != "
+                               f"{self.units}")
 
 
 LR_SCHEDULES = ("wsd", "cosine", "constant")
@@ -48,7 +53,7 @@ class TrainConfig:
     seq_len: int = 100
     batch_size: int = 64
     epochs: int = 20
-    lr: float = 2e-3
+    lr: float | None = None  # None: the preset's (textgen.presets); a saved run always has its rate
     lr_schedule: str = "wsd"  # shaped by the budget (see textgen.schedule), or "constant"
     clipnorm: float | None = 5.0
     seed: int = 0
@@ -71,7 +76,7 @@ class TrainConfig:
         for name in ("max_steps", "steps_per_epoch", "backup_every", "cpu_devices"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise TextgenError(f"{name.replace('_', '-')} must be at least 1")
-        if self.lr <= 0:
+        if self.lr is not None and self.lr <= 0:
             raise TextgenError("lr must be positive")
         if self.lr_schedule not in LR_SCHEDULES:
             raise TextgenError(f"unknown lr-schedule {self.lr_schedule!r}; choose {', '.join(LR_SCHEDULES)}")
@@ -97,6 +102,7 @@ class RunConfig:
     strategy_used: str = "one-device"
     replicas: int = 1  # model copies trained in sync, over all workers
     workers: int = 1
+    preset: dict[str, Any] = field(default_factory=dict)  # requested, used, planned_passes (auto)
     result: dict[str, Any] = field(default_factory=dict)
     init_from: dict[str, Any] | None = None  # fine-tuning: the base model and where it started (finetune.py)
     format_version: int = FORMAT_VERSION
@@ -121,6 +127,7 @@ class RunConfig:
             strategy_used=data.get("strategy_used", "one-device"),
             replicas=data.get("replicas", 1),
             workers=data.get("workers", 1),
+            preset=data.get("preset", {}),
             result=data.get("result", {}),
             init_from=data.get("init_from"),
             format_version=version,

@@ -77,7 +77,7 @@ def export(model: TextModel, output: Path | None = None, fmt: str = "all", quant
     if output.exists() and not output.is_dir():
         raise TextgenError(f"{output} is a file, not a folder")
 
-    generator = Generator(model.keras_model, model.tokenizer, xla=False, input_table=False)
+    generator = Generator(model.keras_model, model.tokenizer, xla=False, derived_weights=False)
     staging = artifacts.staging_dir(output)
     try:
         metadata = describe(model, generator)

@@ -9,6 +9,7 @@ initialised rows while every known token keeps its weights.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -21,13 +22,14 @@ import numpy as np
 
 from textgen import artifacts
 from textgen.catalog import human_share
-from textgen.config import RunConfig
+from textgen.config import ModelConfig, RunConfig, TrainConfig
 from textgen.errors import TextgenError, TextgenWarning
 from textgen.tokenizers import Tokenizer, most_frequent
 
-ARCHITECTURE = ("cell", "layers", "units", "embedding_dim")  # fixed by the base model
+ARCHITECTURE = ("cell", "layers", "units", "embedding_dim", "tie_weights")  # fixed by the base model
 INIT_WEIGHTS = "init.weights.h5"  # in the run folder: where --resume starts when no backup is complete
 LOGITS = "logits"  # the output layer's name (models.build_model)
+EMBEDDING = "embedding"  # with tied weights, the embedding holds the output bias instead
 SHOWN_MISSING = 10  # the most frequent missing pieces named in the warning
 
 
@@ -60,6 +62,15 @@ class Start:
     @property
     def architecture(self) -> dict[str, Any]:
         return {name: getattr(self.base.model, name) for name in ARCHITECTURE}
+
+
+def settings(start: Start, dropout: float | None, config: TrainConfig,
+             vocab_size: int) -> tuple[ModelConfig, TrainConfig]:
+    """The new run's network (the base's, with the user's dropout if given) and its learning rate
+    (the user's, or the base's peak rate)."""
+    model = ModelConfig(vocab_size=vocab_size, **start.architecture,
+                        dropout=start.base.model.dropout if dropout is None else dropout)
+    return model, dataclasses.replace(config, lr=config.lr or start.base.train.lr)
 
 
 def resolve_base(model: str, output_dir: str) -> Path:
@@ -123,7 +134,7 @@ def plan(options: InitOptions, chunks: Callable[[], Iterable[str]], max_vocab: i
         warnings.warn(f"{unknown:,} of the new corpus's {total:,} tokens ({human_share(unknown, total)}) "
                       f"are not in the base model's vocabulary and become <unk>, most often "
                       f"{_examples(missing)}; {hint}", UnknownTokensWarning, stacklevel=2)
-    biases = _added_biases(weights[LOGITS][1], tokenizer, counts, added, total)
+    biases = _added_biases(weights[_scoring_layer(weights)][1], tokenizer, counts, added, total)
     record = {"path": str(base_dir), "checkpoint": options.checkpoint, "result": base.result,
               "base_vocab_size": tokenizer.vocab_size, "added_tokens": len(added),
               "corpus_tokens": total, "unknown_tokens": unknown}
@@ -173,10 +184,10 @@ def begin(start: Start, model: keras.Model, val_ds: Any, run_dir: Path, log: Cal
             layer.set_weights([_grown(fresh, base) for fresh, base in
                                zip(layer.get_weights(), start.weights[layer.name], strict=True)])
     if len(start.added_biases):
-        logits = model.get_layer(LOGITS)
-        kernel, bias = logits.get_weights()
+        scoring = model.get_layer(_scoring_layer([layer.name for layer in model.layers]))
+        kernel, bias = scoring.get_weights()
         bias[len(bias) - len(start.added_biases):] = start.added_biases
-        logits.set_weights([kernel, bias])
+        scoring.set_weights([kernel, bias])
     loss = float(model.evaluate(val_ds, verbose=0, return_dict=True)["loss"])
     saving = run_dir / f"saving.{INIT_WEIGHTS}"
     model.save_weights(saving)
@@ -189,6 +200,12 @@ def begin(start: Start, model: keras.Model, val_ds: Any, run_dir: Path, log: Cal
     log(f"Fine-tuning {start.base_dir} ({record['checkpoint']} checkpoint, {vocabulary}, a fresh optimizer): "
         f"val_loss {loss:.4f} on this run's validation text before the first step.")
     return {**record, "base_val_loss": loss}
+
+
+def _scoring_layer(names: Iterable[str]) -> str:
+    """The layer whose second weight is the output bias: the output layer, or a tied embedding
+    (models.TiedEmbedding: [embeddings, bias])."""
+    return LOGITS if LOGITS in names else EMBEDDING
 
 
 def _grown(fresh: np.ndarray, base: np.ndarray) -> np.ndarray:

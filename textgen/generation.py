@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from textgen.fast_recurrent import cell_math, weights_split
-from textgen.models import recurrent_layers
+from textgen.models import output_weights, recurrent_layers
 from textgen.sampling import apply_repetition_penalty, sample_next, temperature_list
 from textgen.tokenizers import UNK_ID, Tokenizer
 
@@ -57,12 +57,13 @@ def prime_ids(tokenizer: Tokenizer, prime: str) -> np.ndarray:
 class Generator:
     """Prime + sample loop over a trained model's weights."""
 
-    def __init__(self, model: keras.Model, tokenizer: Tokenizer, xla: bool = True, input_table: bool = True):
-        """`input_table=False` keeps the first layer's input matmul (exports: no derived weights)."""
+    def __init__(self, model: keras.Model, tokenizer: Tokenizer, xla: bool = True,
+                 derived_weights: bool = True):
+        """`derived_weights=False` computes from the model's own weights alone (exports): no input
+        table, no stacked kernels."""
         self.model = model
         self.tokenizer = tokenizer
         self.embedding = model.get_layer("embedding")
-        self.output_layer = model.get_layer("logits")
         self.layers = [self._state_returning_copy(layer) for layer in recurrent_layers(model)]
         self.state_counts = [2 if isinstance(layer, keras.layers.LSTM) else 1 for layer in self.layers]
         # Names of the recurrent states in order, as exports expose them: h0 (c0) h1 (c1) ...
@@ -78,7 +79,14 @@ class Generator:
         gates = self.layers[0].cell.kernel.shape[-1]
         self.input_table = (tf.Variable(tf.zeros([tokenizer.vocab_size, gates]), trainable=False,
                                         name="input_table")
-                            if input_table and tokenizer.vocab_size * gates <= TABLE_MAX_FLOATS else None)
+                            if derived_weights and tokenizer.vocab_size * gates <= TABLE_MAX_FLOATS else None)
+        # Layers after the first of additive cells (LSTM, SimpleRNN) compute x @ W + h @ U as one
+        # [x | h] @ [W; U]: one larger matmul a step instead of two small ones.
+        self.stacked_kernels = [
+            tf.Variable(tf.zeros([layer.cell.kernel.shape[0] + layer.units, layer.cell.kernel.shape[1]]),
+                        trainable=False, name=f"stacked_kernel_{index}")
+            if derived_weights and index > 0 and additive else None
+            for index, (layer, (_, additive)) in enumerate(zip(self.layers, self.arithmetic, strict=True))]
         self.sync_weights()
         self.xla = xla
         # Fixed signatures: one trace per generator, whatever the batch, prime, list or chunk lengths.
@@ -114,14 +122,18 @@ class Generator:
             kernel, _, input_bias, _ = weights_split(self.layers[0])
             self.input_table.assign(tf.matmul(self._embed(tf.range(self.tokenizer.vocab_size)), kernel)
                                     + input_bias)
+        for layer, stacked in zip(self.layers, self.stacked_kernels, strict=True):
+            if stacked is not None:
+                kernel, recurrent, _, _ = weights_split(layer)
+                stacked.assign(tf.concat([kernel, recurrent], 0))
 
     # -- graph pieces -------------------------------------------------------------------------
     def _embed(self, ids: tf.Tensor) -> tf.Tensor:
         return tf.cast(tf.gather(self.embedding.embeddings, ids), tf.float32)
 
     def _logits(self, hidden: tf.Tensor) -> tf.Tensor:
-        return tf.matmul(hidden, tf.cast(self.output_layer.kernel, tf.float32)) + tf.cast(
-            self.output_layer.bias, tf.float32)
+        kernel, bias = output_weights(self.model)  # read here: inside the traced graph, tied or not
+        return tf.matmul(hidden, tf.cast(kernel, tf.float32)) + tf.cast(bias, tf.float32)
 
     def prime_graph(self, ids: tf.Tensor, mask: tf.Tensor | None = None
                     ) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
@@ -154,20 +166,24 @@ class Generator:
 
     def lean_step(self, ids: tf.Tensor, states: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
         """`step` with the least work per token, for the sampling loop: the first layer's input
-        projection is a row of the input table, each layer one `h @ U` and its gate arithmetic."""
+        projection is a row of the input table, the next layers of additive cells one stacked
+        matmul each, the others one `h @ U` beside `x @ W`, then the gate arithmetic."""
         x = None
         new_states: list[tf.Tensor] = []
         position = 0
-        for index, (layer, count, (math, additive)) in enumerate(
-                zip(self.layers, self.state_counts, self.arithmetic, strict=True)):
+        for index, (layer, count, (math, additive), stacked) in enumerate(
+                zip(self.layers, self.state_counts, self.arithmetic, self.stacked_kernels, strict=True)):
             kernel, recurrent, input_bias, recurrent_bias = weights_split(layer)
             state = tuple(states[position:position + count])
-            if index == 0 and self.input_table is not None:
-                xw = tf.gather(self.input_table, ids)
+            if stacked is not None:  # z = [x | h] @ [W; U] + b: additive cells have no recurrent bias
+                layer_states = math(tf.matmul(tf.concat([x, state[0]], -1), stacked) + input_bias, 0.0, state)
             else:
-                xw = tf.matmul(self._embed(ids) if index == 0 else x, kernel) + input_bias
-            hu = tf.matmul(state[0], recurrent) + recurrent_bias
-            layer_states = math(xw + hu, 0.0, state) if additive else math(xw, hu, state)
+                if index == 0 and self.input_table is not None:
+                    xw = tf.gather(self.input_table, ids)
+                else:
+                    xw = tf.matmul(self._embed(ids) if index == 0 else x, kernel) + input_bias
+                hu = tf.matmul(state[0], recurrent) + recurrent_bias
+                layer_states = math(xw + hu, 0.0, state) if additive else math(xw, hu, state)
             x = layer_states[0]
             new_states.extend(layer_states)
             position += count

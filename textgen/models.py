@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from textgen import fast_recurrent
 from textgen.config import ModelConfig
@@ -25,16 +25,66 @@ def recurrent_layer(config: ModelConfig, index: int) -> keras.layers.Layer:
     return RECURRENT_LAYERS[config.cell](**kwargs)
 
 
+@keras.saving.register_keras_serializable(package="textgen")
+class TiedEmbedding(layers.Layer):
+    """Token embeddings that also score the next token: logits = h @ E^T + b (Press & Wolf, 2017).
+
+    One matrix instead of two: for word models, whose vocabularies make the embedding and the
+    output layer most of the parameters, that halves the model and regularizes it. Called on ids
+    it embeds them; called with `logits=True` on hidden states it gives float32 logits.
+    """
+
+    def __init__(self, vocab_size: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+        self.dim = dim
+
+    def build(self, input_shape=None):
+        self.embeddings = self.add_weight(shape=(self.vocab_size, self.dim), name="embeddings",
+                                          initializer=keras.initializers.RandomUniform(-0.05, 0.05))
+        self.bias = self.add_weight(shape=(self.vocab_size,), name="bias", initializer="zeros")
+
+    def call(self, inputs, logits: bool = False):
+        if not logits:
+            return ops.cast(ops.take(self.embeddings, ops.cast(inputs, "int32"), axis=0), self.compute_dtype)
+        return ops.matmul(ops.cast(inputs, "float32"), ops.transpose(ops.cast(self.embeddings, "float32"))) \
+            + ops.cast(self.bias, "float32")
+
+    def compute_output_spec(self, inputs, logits: bool = False):
+        if logits:
+            return keras.KerasTensor((*inputs.shape[:-1], self.vocab_size), dtype="float32")
+        return keras.KerasTensor((*inputs.shape, self.dim), dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size, "dim": self.dim}
+
+
 def build_model(config: ModelConfig) -> keras.Model:
     """token ids [batch, time] -> logits [batch, time, vocab]; logits are float32 under any policy."""
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-    x = layers.Embedding(config.vocab_size, config.embedding_dim, name="embedding")(token_ids)
+    if config.tie_weights:
+        embedding = TiedEmbedding(config.vocab_size, config.embedding_dim, name="embedding")
+    else:
+        embedding = layers.Embedding(config.vocab_size, config.embedding_dim, name="embedding")
+    x = embedding(token_ids)
     for index in range(config.layers):
         x = recurrent_layer(config, index)(x)
         if config.dropout:
             x = layers.Dropout(config.dropout, name=f"dropout_{index}")(x)
-    logits = layers.Dense(config.vocab_size, dtype="float32", name="logits")(x)
+    if config.tie_weights:
+        logits = embedding(x, logits=True)
+    else:
+        logits = layers.Dense(config.vocab_size, dtype="float32", name="logits")(x)
     return keras.Model(token_ids, logits, name="textgen")
+
+
+def output_weights(model: keras.Model) -> tuple[keras.Variable | keras.KerasTensor, keras.Variable]:
+    """(kernel [units, vocab], bias [vocab]) of the layer scoring the next token, tied or not."""
+    embedding = model.get_layer("embedding")
+    if isinstance(embedding, TiedEmbedding):
+        return ops.transpose(embedding.embeddings), embedding.bias
+    output = model.get_layer("logits")
+    return output.kernel, output.bias
 
 
 def recurrent_layers(model: keras.Model) -> list[keras.layers.Layer]:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import keras
 
-from textgen import artifacts, finetune
+from textgen import artifacts, finetune, presets
 from textgen.config import ModelConfig, RunConfig, TrainConfig
 from textgen.corpus import Corpus, FileCorpus, TfdsCorpus, open_corpus
 from textgen.data import (
@@ -40,7 +40,7 @@ from textgen.generation import Generator
 from textgen.idcache import IdCache
 from textgen.models import build_model
 from textgen.plotting import CURVES_FILE, PLOT_EXTRA_HINT, plot_history, plotting_available
-from textgen.precision import apply_precision, resolve_precision
+from textgen.precision import apply_precision, gpu_capabilities, resolve_precision
 from textgen.schedule import BudgetSchedule
 from textgen.tokenizers import DEFAULT_MAX_VOCAB, Tokenizer, load_tokenizer, tokenizer_for
 
@@ -63,16 +63,19 @@ class DataOptions:
 
 @dataclass
 class ModelOptions:
-    """Network shape; the vocabulary size comes from the tokenizer."""
+    """Network shape: a preset (textgen.presets), and the settings the user gave on top of it
+    (None: the preset's). The vocabulary size comes from the tokenizer."""
 
-    cell: str = "gru"
-    layers: int = 2
-    units: int = 256
-    embedding_dim: int = 64
-    dropout: float = 0.0
+    cell: str | None = None
+    layers: int | None = None
+    units: int | None = None
+    embedding_dim: int | None = None
+    dropout: float | None = None
+    tie_weights: bool | None = None
+    preset: str = "auto"
 
-    def config(self, vocab_size: int) -> ModelConfig:
-        return ModelConfig(vocab_size=vocab_size, **dataclasses.asdict(self))
+    def given(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "preset"}
 
 
 @dataclass
@@ -493,8 +496,6 @@ def _train(data_options: DataOptions, model_options: ModelOptions, train_config:
             finetune.check_resume(init, saved, name)
         tokenizer = load_tokenizer(run_dir / artifacts.TOKENIZER_FILE)
         data_options = dataclasses.replace(data_options, level=saved.level)
-        model_options = ModelOptions(**{k: v for k, v in dataclasses.asdict(saved.model).items()
-                                        if k != "vocab_size"})
         # the budget and the machinery may change between sessions; the model and its training not
         session = {k: getattr(train_config, k) for k in ("epochs", "max_steps", "time_limit", "backup_every",
                                                          "strategy", "cpu_devices")}
@@ -504,28 +505,40 @@ def _train(data_options: DataOptions, model_options: ModelOptions, train_config:
         start = finetune.plan(init, corpus.chunks, data_options.max_vocab)
         tokenizer = start.tokenizer
         data_options = dataclasses.replace(data_options, level=tokenizer.level)
-        model_options = ModelOptions(**start.architecture, dropout=model_options.dropout)
 
     data = prepare_data(data_options, train_config, tokenizer, log, progress=bool(run_options.verbose))
-    if run_options.resume and data.description.get("tokens") != saved.corpus.get("tokens"):
-        raise TextgenError(f"the corpus is not the one run {name!r} began with "
-                           f"({saved.corpus.get('tokens'):,} tokens then, {data.description['tokens']:,} "
-                           "now); resume with the same sources")
-    return fit_prepared(data, model_options, train_config, run_options, placement, model_dir, log, began,
-                        start=start, init_from=saved.init_from if run_options.resume else None)
+    if run_options.resume:
+        if data.description.get("tokens") != saved.corpus.get("tokens"):
+            raise TextgenError(f"the corpus is not the one run {name!r} began with "
+                               f"({saved.corpus.get('tokens'):,} tokens then, {data.description['tokens']:,} "
+                               "now); resume with the same sources")
+        model_config, preset_record = saved.model, saved.preset
+    elif start is not None:
+        model_config, train_config = finetune.settings(start, model_options.dropout, train_config,
+                                                       data.tokenizer.vocab_size)
+        preset_record = {}
+    else:
+        model_config, train_config, preset_record = _apply_preset(model_options, train_config, data,
+                                                                  placement)
+    return fit_prepared(data, model_config, train_config, run_options, placement, model_dir, log, began,
+                        start=start, init_from=saved.init_from if run_options.resume else None,
+                        preset=preset_record)
 
 
-def fit_prepared(data: PreparedData, model_options: ModelOptions, train_config: TrainConfig,
+def fit_prepared(data: PreparedData, model_config: ModelConfig, train_config: TrainConfig,
                  run_options: RunOptions, placement: Placement, model_dir: Path, log: Log,
-                 began: float, *, start: Start | None = None, init_from: dict | None = None) -> Path:
+                 began: float, *, start: Start | None = None, init_from: dict | None = None,
+                 preset: dict | None = None) -> Path:
     """Train on prepared data and publish `model_dir`: what `train` does once, and `tune` per trial.
-    `start` is a new fine-tuning run's base, `init_from` a resumed one's record of it."""
+    `start` is a new fine-tuning run's base, `init_from` a resumed one's record of it, `preset`
+    what the network came from."""
     run_dir = artifacts.work_dir(model_dir)
     precision = resolve_precision(train_config.precision)
-    run_config = RunConfig(model=model_options.config(data.tokenizer.vocab_size), train=train_config,
+    run_config = RunConfig(model=model_config, train=train_config,
                            level=data.tokenizer.level, corpus=data.description,
                            precision_used=precision, strategy_used=placement.name,
-                           replicas=placement.replicas, workers=placement.workers, init_from=init_from)
+                           replicas=placement.replicas, workers=placement.workers, init_from=init_from,
+                           preset=preset or {})
 
     if run_options.force and not run_options.resume:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -537,6 +550,24 @@ def fit_prepared(data: PreparedData, model_options: ModelOptions, train_config: 
                                 start)
     finally:
         apply_precision("float32")
+
+
+def _apply_preset(options: ModelOptions, config: TrainConfig, data: PreparedData,
+                  placement: Placement) -> tuple[ModelConfig, TrainConfig, dict]:
+    """The network and learning rate of a new run: its preset's, under what the user gave."""
+    budget = presets.Budget(data.train.tokens, config.seq_len * config.batch_size, config.epochs,
+                            config.steps_per_epoch, config.max_steps, config.time_limit)
+    devices = placement.replicas if gpu_capabilities() else 1  # replicas on CPUs share its cores
+    choice = presets.resolve(options.preset, data.tokenizer.level, data.tokenizer.vocab_size, budget,
+                             {**options.given(), "lr": config.lr},
+                             lambda: presets.measured_matmul_flops() * devices)
+    settings = dict(choice.settings)
+    lr = settings.pop("lr")
+    record = {"requested": choice.requested, "used": choice.preset.name, "description": choice.describe()}
+    if choice.planned_passes is not None:
+        record["planned_passes"] = round(choice.planned_passes, 2)
+    return (ModelConfig(vocab_size=data.tokenizer.vocab_size, **settings),
+            dataclasses.replace(config, lr=lr), record)
 
 
 def _compile(model: keras.Model, config: TrainConfig) -> None:
@@ -596,9 +627,11 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
             callbacks.append(EpochSamples(Generator(model, data.tokenizer), log, 200, config.seed))
 
     params = model.count_params()
+    preset_note = f"{run_config.preset['description']}; " if run_config.preset.get("description") else ""
     log(f"Training {run_config.model.cell.upper()} {run_config.model.layers}x{run_config.model.units} "
-        f"({params:,} parameters, vocabulary {run_config.model.vocab_size:,}, {run_config.level} level, "
-        f"{run_config.precision_used}) on {data.train.tokens:,} tokens; validating on "
+        f"({preset_note}{params:,} parameters, vocabulary {run_config.model.vocab_size:,}, "
+        f"{run_config.level} level, {run_config.precision_used}, lr {config.lr:g}) on "
+        f"{data.train.tokens:,} tokens; validating on "
         f"{data.val.tokens:,}"
         + (f"; epochs of {config.steps_per_epoch:,} steps over the repeated text" if endless else "")
         + (f"; {placement.describe()} share each batch of {config.batch_size}"

@@ -39,14 +39,13 @@ from keras_tuner.engine.trial import Trial, TrialStatus
 
 from textgen import artifacts
 from textgen.catalog import aligned
-from textgen.config import CELLS, RunConfig, TrainConfig
+from textgen.config import CELLS, ModelConfig, RunConfig, TrainConfig
 from textgen.data import CACHE_MAX_TOKENS, TokenSource
 from textgen.distribute import Placement, place
 from textgen.errors import TextgenError
 from textgen.tokenizers import load_tokenizer
 from textgen.training import (
     DataOptions,
-    ModelOptions,
     PreparedData,
     RunOptions,
     default_name,
@@ -86,11 +85,11 @@ class SearchSpace:
     units: tuple[int, int] = DEFAULT_RANGES["char"]["units"]
     dropout: tuple[float, float] = DEFAULT_RANGES["char"]["dropout"]
     lr: tuple[float, float] = DEFAULT_RANGES["char"]["lr"]
-    embedding_dim: int = ModelOptions.embedding_dim
+    embedding_dim: int = ModelConfig.embedding_dim
 
     @classmethod
     def for_level(cls, level: str, *, cells: Any = None, layers: Any = None, units: Any = None,
-                  dropout: Any = None, lr: Any = None, embedding_dim: int = ModelOptions.embedding_dim
+                  dropout: Any = None, lr: Any = None, embedding_dim: int = ModelConfig.embedding_dim
                   ) -> SearchSpace:
         """The level's default ranges, narrowed by any given: a number fixes one, (min, max) a range."""
         if level not in DEFAULT_RANGES:
@@ -436,8 +435,8 @@ class _TrialRunner(kt.Tuner):
             time_limit=self.seconds_per_unit * units if self.seconds_per_unit else None,
             epochs=config.epochs if search.max_steps or search.time_limit
             else math.ceil(config.epochs * share))
-        model = ModelOptions(values["cell"], values["layers"], values["units"], self.space.embedding_dim,
-                             round(values["dropout"], 2))
+        model = ModelConfig(self.data.tokenizer.vocab_size, values["cell"], values["layers"], values["units"],
+                            self.space.embedding_dim, round(values["dropout"], 2))
         part = f", 1/{self.max_epochs // units} of the budget" if units < self.max_epochs else ""
         self.log(f"Trial {_number(trial)}/{search.trials}: {model.cell.upper()} "
                  f"{model.layers}x{model.units}, dropout {model.dropout:g}, lr {config.lr:g}{part}...")

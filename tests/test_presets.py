@@ -1,0 +1,154 @@
+"""Presets: named sizes, the user's options on top, and `auto` sizing the network by the budget."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from textgen import presets
+from textgen.config import ModelConfig
+from textgen.errors import TextgenError
+
+from conftest import TINY, run_cli
+
+CORPUS_TOKENS = 1_000_000
+
+
+def budget(**limits) -> presets.Budget:
+    return presets.Budget(train_tokens=CORPUS_TOKENS, tokens_per_step=6400, epochs=20, **limits)
+
+
+def never_measured() -> float:
+    raise AssertionError("a budget without a time limit needs no speed estimate")
+
+
+def test_presets_grow_from_tiny_to_large():
+    for level in ("char", "word"):
+        table = presets.PRESETS[level]
+        assert [p.name for p in table] == list(presets.NAMES)
+        flops = [presets.train_flops_per_token(p.cell, p.layers, p.units, p.embedding_dim, 100)
+                 for p in table]
+        assert flops == sorted(flops) and len(set(flops)) == len(flops)
+        for p in table:  # every preset builds a valid network
+            ModelConfig(vocab_size=100, **{k: v for k, v in p.settings().items() if k != "lr"})
+    assert all(p.tie_weights for p in presets.PRESETS["word"])
+
+
+@pytest.mark.parametrize("limits", [{}, {"max_steps": 100}, {"max_steps": 10**6}, {"steps_per_epoch": 10}])
+def test_auto_without_a_time_limit_is_small_and_measures_nothing(limits):
+    choice = presets.resolve("auto", "char", 66, budget(**limits), {}, never_measured)
+    assert choice.preset.name == presets.DEFAULT_WITHOUT_TIME_LIMIT == "small"
+    assert choice.planned_passes is None and "without --time-limit" in choice.describe()
+
+
+def test_steps_and_epochs_that_end_a_timed_run_sooner_shrink_the_plan():
+    fast = lambda: 1e14  # noqa: E731  (a machine on which time is no limit)
+    assert presets.resolve("auto", "char", 66, budget(time_limit=60), {}, fast).preset.name == "large"
+    short = presets.resolve("auto", "char", 66, budget(time_limit=60, max_steps=100), {}, fast)
+    assert short.preset.name == "tiny" and short.planned_passes == pytest.approx(0.64)
+    one_epoch = presets.Budget(train_tokens=CORPUS_TOKENS, tokens_per_step=6400, epochs=1, time_limit=60)
+    assert presets.resolve("auto", "char", 66, one_epoch, {}, fast).planned_passes == 1
+
+
+def test_auto_picks_the_largest_preset_that_reads_the_text_often_enough():
+    peak = 1e11  # FLOP/s
+    for seconds in (30, 300, 3000, 30_000):
+        choice = presets.resolve("auto", "char", 66, budget(time_limit=seconds), {}, lambda: peak)
+        chosen = choice.preset
+        assert choice.planned_passes >= presets.MIN_PASSES or chosen.name == "tiny"
+        larger = presets.NAMES[presets.NAMES.index(chosen.name) + 1:]
+        for name in larger:  # each larger one would have read the text fewer times than required
+            p = presets.preset("char", name)
+            rate = peak * presets.PEAK_FRACTION / presets.train_flops_per_token(
+                p.cell, p.layers, p.units, p.embedding_dim, 66)
+            assert seconds * presets.TIMED_SHARE * rate < presets.MIN_PASSES * CORPUS_TOKENS
+    sizes = [presets.resolve("auto", "char", 66, budget(time_limit=s), {}, lambda: peak).preset.name
+             for s in (30, 300, 3000, 30_000, 300_000)]
+    assert sizes == sorted(sizes, key=presets.NAMES.index)  # more time, never a smaller network
+
+
+def test_auto_estimates_the_speed_of_the_cell_the_user_chose():
+    peak = 1e11
+    gru = presets.resolve("auto", "char", 66, budget(time_limit=2000), {}, lambda: peak)
+    rnn = presets.resolve("auto", "char", 66, budget(time_limit=2000), {"cell": "rnn"}, lambda: peak)
+    assert rnn.settings["cell"] == "rnn"  # a cheaper cell: a larger network fits the same time
+    assert presets.NAMES.index(rnn.preset.name) > presets.NAMES.index(gru.preset.name)
+
+
+def test_given_settings_override_the_preset():
+    choice = presets.resolve("medium", "char", 66, budget(), {"units": 300, "lr": 1e-3, "dropout": None},
+                             never_measured)
+    medium = presets.preset("char", "medium")
+    assert choice.settings == {**medium.settings(), "units": 300, "lr": 1e-3}
+    assert choice.describe() == "preset medium (GRU 2x300)"
+
+
+def test_tied_presets_follow_the_user_sizes():
+    word = presets.preset("word", "small")
+    resolve = lambda given: presets.resolve("small", "word", 500, budget(), given, never_measured).settings  # noqa: E731
+    assert resolve({"units": 300})["embedding_dim"] == 300 and resolve({"units": 300})["tie_weights"]
+    untied = resolve({"units": 300, "embedding_dim": 100})
+    assert not untied["tie_weights"] and untied["embedding_dim"] == 100
+    assert resolve({"tie_weights": False})["tie_weights"] is False
+    assert resolve({})["embedding_dim"] == word.embedding_dim == word.units
+    with pytest.raises(TextgenError, match="tied weights need --embedding-dim equal to --units"):
+        ModelConfig(vocab_size=500, units=32, embedding_dim=16, tie_weights=True)
+
+
+def test_the_matmul_rate_is_measured_once():
+    first = presets.measured_matmul_flops()
+    assert first > 1e8 and presets.measured_matmul_flops() == first
+
+
+def test_train_records_the_preset_and_its_settings(corpus_file, tmp_path, capsys):
+    code, out, err = run_cli(["train", corpus_file, "--preset", "tiny", "--max-steps", "2", "--seq-len", "32",
+                              "--no-samples", "--output-dir", tmp_path, "--name", "p"], capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "p" / "config.json").read_text())
+    tiny = presets.preset("char", "tiny")
+    assert config["preset"] == {"requested": "tiny", "used": "tiny", "description": "preset tiny (GRU 1x128)"}
+    assert {k: config["model"][k] for k in ("cell", "layers", "units", "embedding_dim", "dropout")} == \
+        {"cell": "gru", "layers": 1, "units": 128, "embedding_dim": 32, "dropout": 0.0}
+    assert config["train"]["lr"] == tiny.lr
+    assert "preset tiny (GRU 1x128)" in out
+
+
+def test_auto_with_a_time_limit_says_what_it_planned(corpus_file, tmp_path, capsys):
+    code, out, err = run_cli(["train", corpus_file, "--time-limit", "3", "--seq-len", "32", "--no-samples",
+                              "--output-dir", tmp_path, "--name", "a", "--units", "16", "--layers", "1"],
+                             capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "a" / "config.json").read_text())["preset"]
+    assert record["requested"] == "auto" and record["planned_passes"] > 0
+    assert "passes over the training text" in out
+
+
+def test_tied_word_model_trains_saves_and_generates(corpus_file, tmp_path, capsys):
+    import textgen
+
+    code, _, err = run_cli(["train", corpus_file, *TINY, "--level", "word", "--seq-len", "16",
+                            "--epochs", "1", "--output-dir", tmp_path, "--name", "w"], capsys)
+    assert code == 0, err
+    model = textgen.load(tmp_path / "w")
+    assert model.config.model.tie_weights
+    assert "logits" not in [layer.name for layer in model.keras_model.layers]
+    parameters = model.keras_model.count_params()
+    vocab = model.config.model.vocab_size
+    assert parameters < 2 * vocab * 8  # one vocabulary matrix, not two
+    ids = model.tokenizer.encode("ROMEO: what")[None, :]
+    logits = model.keras_model(ids, training=False).numpy()[0, -1]
+    step_logits, _ = model.generator._prime(ids.astype(np.int32))[:2]
+    np.testing.assert_allclose(step_logits.numpy()[0], logits, atol=1e-5)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--preset", "huge"], "'huge' is not one of"),
+    (["--tie-weights", "--units", "32", "--embedding-dim", "16"], "tied weights need --embedding-dim equal"),
+])
+def test_bad_preset_options(corpus_file, tmp_path, capsys, args, message):
+    code, _, err = run_cli(["train", corpus_file, *args, "--max-steps", "1", "--output-dir", tmp_path,
+                            "--name", "bad"], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "bad").exists() and not (tmp_path / ".bad.training").exists()

@@ -1,0 +1,173 @@
+"""Named model sizes (`--preset`), and `auto`: the size a run's budget and corpus call for.
+
+A preset sets the network (cell, layers, units, embedding, dropout, tied weights) and the peak
+learning rate; options given explicitly override it. With a `--time-limit`, `auto` picks the
+largest preset that can still read the training text MIN_PASSES times in that time: a bigger
+network learns more per token, but one that sees the text only once or twice in its minutes
+ends worse than a smaller one that sees it many times. Each preset's training speed is
+estimated from the machine's matrix-multiply rate (measured once, in a fifth of a second) and
+the arithmetic a trained token costs; `--max-steps` and the epochs, when they end the run
+sooner, shorten the planned tokens too. Without a time limit, the run's length is not a
+compute budget the network could be sized for, and `auto` is DEFAULT_WITHOUT_TIME_LIMIT.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from textgen.errors import TextgenError
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+MIN_PASSES = 6.0  # auto: the least number of passes over the training text a preset must get
+PEAK_FRACTION = 0.33  # share of the matmul rate textgen's training reaches (bench/training_speed.py)
+TIMED_SHARE = 0.85  # share of a --time-limit spent in training steps (validation, tracing: the rest)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    cell: str
+    layers: int
+    units: int
+    embedding_dim: int
+    dropout: float
+    lr: float
+    tie_weights: bool = False
+
+    def settings(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "name"}
+
+
+# Smallest first. Word models tie their embedding to the output layer: most of their parameters
+# are those two matrices, and one shared matrix learns better from a small corpus.
+PRESETS: dict[str, tuple[Preset, ...]] = {
+    "char": (Preset("tiny", "gru", 1, 128, 32, 0.0, 1e-2),
+             Preset("small", "gru", 2, 256, 64, 0.0, 6e-3),
+             Preset("medium", "gru", 2, 512, 128, 0.2, 4e-3),
+             Preset("large", "gru", 3, 1024, 256, 0.3, 2e-3)),
+    "word": (Preset("tiny", "gru", 1, 128, 128, 0.2, 1e-2, True),
+             Preset("small", "gru", 2, 256, 256, 0.3, 4e-3, True),
+             Preset("medium", "gru", 2, 512, 512, 0.4, 3e-3, True),
+             Preset("large", "gru", 3, 1024, 1024, 0.5, 2e-3, True)),
+}
+NAMES = ("tiny", "small", "medium", "large")
+CHOICES = ("auto", *NAMES)
+DEFAULT_WITHOUT_TIME_LIMIT = "small"
+
+
+def preset(level: str, name: str) -> Preset:
+    for candidate in PRESETS[level]:
+        if candidate.name == name:
+            return candidate
+    raise TextgenError(f"unknown preset {name!r}; choose one of {', '.join(CHOICES)}")
+
+
+def train_flops_per_token(cell: str, layers: int, units: int, embedding_dim: int, vocab_size: int) -> float:
+    """Arithmetic of one trained token: forward multiply-adds x 2 FLOPs x 3 (forward + backward)."""
+    gates = GATES[cell] * units
+    macs = (embedding_dim + units) * gates + (layers - 1) * 2 * units * gates + units * vocab_size
+    return 6.0 * macs
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What bounds a run, in the terms presets are chosen by."""
+
+    train_tokens: int  # tokens in one pass over the training text
+    tokens_per_step: int
+    epochs: int
+    steps_per_epoch: int | None = None
+    max_steps: int | None = None
+    time_limit: float | None = None
+
+    def tokens(self, tokens_per_second: Callable[[], float]) -> float:
+        """Tokens a time-limited run may train on (the other limits may end it sooner)."""
+        limits = [self.epochs * self.train_tokens]
+        if self.steps_per_epoch is not None:
+            limits.append(self.epochs * self.steps_per_epoch * self.tokens_per_step)
+        if self.max_steps is not None:
+            limits.append(self.max_steps * self.tokens_per_step)
+        if self.time_limit is not None:
+            limits.append(self.time_limit * TIMED_SHARE * tokens_per_second())
+        return min(limits)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A run's preset, its settings with the user's own on top, and what auto planned."""
+
+    requested: str
+    preset: Preset
+    settings: dict
+    planned_passes: float | None  # passes over the training text the budget allows (auto only)
+
+    def describe(self) -> str:
+        shape = f"{self.settings['cell'].upper()} {self.settings['layers']}x{self.settings['units']}"
+        if self.requested != "auto":
+            return f"preset {self.preset.name} ({shape})"
+        if self.planned_passes is None:
+            return f"preset {self.preset.name} ({shape}; auto, without --time-limit)"
+        return (f"preset {self.preset.name} ({shape}; auto: the budget allows about "
+                f"{self.planned_passes:,.1f} passes over the training text)")
+
+
+def resolve(requested: str, level: str, vocab_size: int, budget: Budget, given: dict,
+            matmul_flops: Callable[[], float]) -> Choice:
+    """Settings of a run: the preset's (`requested`, or the one auto picks) under the user's
+    explicit ones (`given`, None where not given). `matmul_flops` is called only when a time
+    limit needs a speed estimate."""
+    passes = None
+    if requested == "auto":
+        chosen, passes = _auto(level, vocab_size, budget, given, matmul_flops)
+    else:
+        chosen = preset(level, requested)
+    return Choice(requested, chosen, _overlay(chosen, given), passes)
+
+
+def _overlay(chosen: Preset, given: dict) -> dict:
+    settings = {**chosen.settings(), **{k: v for k, v in given.items() if v is not None}}
+    if chosen.tie_weights and given.get("tie_weights") is None:
+        # the preset's tying follows the user's sizes: the embedding is the units, unless both
+        # were given and differ, which unties them
+        if given.get("embedding_dim") is None:
+            settings["embedding_dim"] = settings["units"]
+        settings["tie_weights"] = settings["embedding_dim"] == settings["units"]
+    return settings
+
+
+def _auto(level: str, vocab_size: int, budget: Budget, given: dict,
+          matmul_flops: Callable[[], float]) -> tuple[Preset, float | None]:
+    """The largest preset whose time limit reads the training text at least MIN_PASSES times."""
+    if budget.time_limit is None:
+        return preset(level, DEFAULT_WITHOUT_TIME_LIMIT), None
+    table = PRESETS[level]
+    for candidate in reversed(table):
+        settings = _overlay(candidate, given)
+        flops = train_flops_per_token(settings["cell"], settings["layers"], settings["units"],
+                                      settings["embedding_dim"], vocab_size)
+        tokens = budget.tokens(lambda flops=flops: matmul_flops() * PEAK_FRACTION / flops)
+        passes = tokens / max(budget.train_tokens, 1)
+        if passes >= MIN_PASSES or candidate is table[0]:
+            return candidate, passes
+    raise AssertionError("unreachable: the smallest preset is always accepted")
+
+
+_measured: list[float] = []
+
+
+def measured_matmul_flops(size: int = 1024, seconds: float = 0.2) -> float:
+    """float32 FLOP/s of this machine's default TensorFlow device, measured once per process."""
+    if not _measured:
+        import tensorflow as tf
+
+        a = tf.random.normal([size, size])
+        product = tf.function(lambda x: tf.reduce_sum(tf.matmul(x, x)))
+        product(a).numpy()  # traced and warmed up
+        runs, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds or runs < 3:
+            product(a).numpy()
+            runs += 1
+        _measured.append(2 * size**3 * runs / max(elapsed, 1e-9))
+    return _measured[0]
