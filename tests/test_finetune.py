@@ -63,25 +63,40 @@ def test_fine_tuning_starts_from_the_base_and_lowers_its_loss(char_model, new_te
     assert "vocabulary reused, 0.56% of the corpus unknown" in out
 
 
-def test_extended_vocabulary_keeps_the_weights_of_known_tokens(word_model, new_text, tmp_path):
-    """The starting model of an --extend-vocab run, before any step: old rows exactly the base's."""
+@pytest.fixture(scope="module")
+def untied_word_model(tmp_path_factory, corpus_file) -> Path:
+    from textgen.cli import main
+
+    out = tmp_path_factory.mktemp("models")
+    assert main(["train", str(corpus_file), *TINY, "--level", "word", "--seq-len", "16", "--max-steps", "2",
+                 "--no-tie-weights", "--output-dir", str(out), "--name", "untied"]) == 0
+    return out / "untied"
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_extended_vocabulary_keeps_the_weights_of_known_tokens(tied, word_model, untied_word_model, new_text,
+                                                               tmp_path):
+    """The starting model of an --extend-vocab run, before any step: old rows exactly the base's,
+    whether the output layer is its own or the embedding's transpose (tied)."""
     import keras
 
     import textgen
-    from textgen.config import ModelConfig
+    from textgen.config import TrainConfig
     from textgen.corpus import open_corpus
     from textgen.data import evaluation_dataset, measured_source
-    from textgen.finetune import InitOptions, begin, plan
-    from textgen.models import build_model
+    from textgen.finetune import InitOptions, begin, plan, settings
+    from textgen.models import build_model, output_weights
 
     train, val = new_text
-    base = textgen.load(word_model)
-    start = plan(InitOptions(str(word_model), extend_vocab=True), open_corpus([str(train)]).chunks, 20_000)
+    base_dir = word_model if tied else untied_word_model
+    base = textgen.load(base_dir)
+    assert base.config.model.tie_weights is tied
+    start = plan(InitOptions(str(base_dir), extend_vocab=True), open_corpus([str(train)]).chunks, 20_000)
     old = base.tokenizer.vocab_size
     assert start.tokenizer.tokens[:old - 1] == base.tokenizer.tokens
     assert start.record["added_tokens"] == start.tokenizer.vocab_size - old > 600
     assert start.record["unknown_tokens"] == 0
-    model = build_model(ModelConfig(start.tokenizer.vocab_size, **start.architecture))
+    model = build_model(settings(start, None, TrainConfig(), start.tokenizer.vocab_size)[0])
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     fresh = model.get_layer("embedding").get_weights()[0][old:].copy()
     source = measured_source(start.tokenizer, open_corpus([str(val)]), "validation")
@@ -92,7 +107,7 @@ def test_extended_vocabulary_keeps_the_weights_of_known_tokens(word_model, new_t
             assert np.array_equal(was, now[tuple(slice(0, n) for n in was.shape)]), layer.name
     embedding = model.get_layer("embedding").get_weights()[0]
     assert np.array_equal(embedding[old:], fresh)  # new tokens keep the model's own initialisation
-    bias = model.get_layer("logits").get_weights()[1]
+    bias = keras.ops.convert_to_numpy(output_weights(model)[1])
     # new tokens, appended most frequent first, start about as likely as they are frequent
     assert np.isfinite(bias).all() and bias[old] > bias[-1]
 
