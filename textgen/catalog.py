@@ -107,7 +107,7 @@ def info_lines(summary: ModelSummary) -> list[str]:
         f"corpus       {_describe_corpus(c.corpus)}",
         *([f"fine-tuned   {_describe_base(c.init_from)}"] if c.init_from else []),
         f"training     seq-len {t.seq_len}, batch {t.batch_size}, lr {t.lr:g} ({t.lr_schedule}), "
-        f"clipnorm {t.clipnorm or 'off'}, seed {t.seed}, {c.precision_used}"
+        f"clipnorm {t.clipnorm or 'off'}, weight decay {t.weight_decay:g}, seed {t.seed}, {c.precision_used}"
         + (f", epochs of {t.steps_per_epoch:,} steps" if t.steps_per_epoch else ""),
     ]
     if c.strategy_used != "one-device":

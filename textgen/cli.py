@@ -136,8 +136,10 @@ def cli(ctx: click.Context, verbose: bool) -> None:
               help="wsd: warm up, hold --lr, then decay to a tenth of it over the last quarter of the "
                    "budget (epochs, --max-steps or --time-limit, whichever ends first); cosine: decay "
                    "over the whole budget; constant: --lr throughout.")
-@click.option("--clipnorm", type=click.FloatRange(0), default=5.0, show_default=True,
+@click.option("--clipnorm", type=click.FloatRange(0), default=TrainConfig.clipnorm, show_default=True,
               help="Gradient clipping norm (0 turns clipping off).")
+@click.option("--weight-decay", type=click.FloatRange(0), default=TrainConfig.weight_decay, show_default=True,
+              help="AdamW's decoupled weight decay (0: plain Adam).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-vocab", type=click.IntRange(min=2), default=20_000, show_default=True,
               help="Largest vocabulary; rarer tokens become <unk>.")
@@ -189,7 +191,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
                    "--max-vocab) instead of reading them as <unk>.")
 @click.pass_context
 def train(ctx, sources, level, preset, cell, layers, units, embedding_dim, dropout, tie_weights, seq_len,
-          batch_size, epochs, steps_per_epoch, lr, lr_schedule, clipnorm, seed, max_vocab, val_fraction,
+          batch_size, epochs, steps_per_epoch, lr, lr_schedule, clipnorm, weight_decay, seed, max_vocab,
+          val_fraction,
           val_file, encoding, precision, xla, max_steps, time_limit, strategy, cpu_devices, backup_every,
           name, output_dir, force, resume, tfds_data_dir, tfds_manual_dir, samples, quiet, cache_ids,
           init_from, init_checkpoint, extend_vocab) -> None:
@@ -204,7 +207,6 @@ def train(ctx, sources, level, preset, cell, layers, units, embedding_dim, dropo
     if init_from is None and (extend_vocab or _given(ctx, "init_checkpoint")):
         raise TextgenError("--extend-vocab and --init-checkpoint go with --init-from MODEL")
     _start_tensorflow()
-    from textgen.config import TrainConfig
     from textgen.finetune import InitOptions
     from textgen.idcache import CACHE_DIR
     from textgen.training import DataOptions, ModelOptions, RunOptions
@@ -220,7 +222,8 @@ def train(ctx, sources, level, preset, cell, layers, units, embedding_dim, dropo
                     str(Path(output_dir) / CACHE_DIR) if cache_ids else None),
         ModelOptions(cell, layers, units, embedding_dim, dropout, tie_weights, preset),
         TrainConfig(seq_len=seq_len, batch_size=batch_size, epochs=epochs, lr=lr, lr_schedule=lr_schedule,
-                    clipnorm=clipnorm or None, seed=seed, precision=precision, xla=xla,
+                    clipnorm=clipnorm or None, weight_decay=weight_decay, seed=seed, precision=precision,
+                    xla=xla,
                     val_fraction=val_fraction, max_steps=max_steps, time_limit=time_limit,
                     steps_per_epoch=steps_per_epoch, backup_every=backup_every, strategy=strategy,
                     cpu_devices=cpu_devices),

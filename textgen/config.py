@@ -55,7 +55,8 @@ class TrainConfig:
     epochs: int = 20
     lr: float | None = None  # None: the preset's (textgen.presets); a saved run always has its rate
     lr_schedule: str = "wsd"  # shaped by the budget (see textgen.schedule), or "constant"
-    clipnorm: float | None = 5.0
+    clipnorm: float | None = 1.0
+    weight_decay: float = 0.1  # AdamW's decoupled weight decay; 0: Adam
     seed: int = 0
     precision: str = "auto"
     xla: bool = False  # jit_compile the training step (Keras turns it off again for cuDNN layers)
@@ -80,6 +81,8 @@ class TrainConfig:
             raise TextgenError("lr must be positive")
         if self.lr_schedule not in LR_SCHEDULES:
             raise TextgenError(f"unknown lr-schedule {self.lr_schedule!r}; choose {', '.join(LR_SCHEDULES)}")
+        if self.weight_decay < 0:
+            raise TextgenError("weight-decay must be 0 (off) or more")
         if self.clipnorm is not None and self.clipnorm <= 0:
             raise TextgenError("clipnorm must be positive (use 0 on the command line to turn it off)")
         if self.precision not in PRECISIONS:
@@ -120,7 +123,8 @@ class RunConfig:
             )
         return cls(
             model=ModelConfig(**data["model"]),
-            train=TrainConfig(**data["train"]),
+            # runs saved before weight decay existed trained (and resume) with plain Adam
+            train=TrainConfig(**{"weight_decay": 0.0, **data["train"]}),
             level=data["level"],
             corpus=data.get("corpus", {}),
             precision_used=data.get("precision_used", "float32"),

@@ -571,7 +571,11 @@ def _apply_preset(options: ModelOptions, config: TrainConfig, data: PreparedData
 
 
 def _compile(model: keras.Model, config: TrainConfig) -> None:
-    optimizer = keras.optimizers.Adam(learning_rate=config.lr, clipnorm=config.clipnorm)
+    if config.weight_decay:
+        optimizer = keras.optimizers.AdamW(learning_rate=config.lr, weight_decay=config.weight_decay,
+                                           clipnorm=config.clipnorm)
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate=config.lr, clipnorm=config.clipnorm)
     model.compile(optimizer=optimizer, jit_compile=config.xla,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
