@@ -30,7 +30,8 @@ def test_info_describes_a_model(char_model, capsys):
     code, out, _ = run_cli(["info", char_model], capsys)
     assert code == 0
     for expected in ("GRU 1x8", "parameters", "vocabulary", "shakespeare.txt", "2 epoch(s)",
-                     "stopped: completed", "best         val_loss", "bits/char", "exports      none"):
+                     "stopped: completed", "best         val_loss", "bits/char", "exports      none",
+                     "preset       preset small (GRU 1x8; auto, without --time-limit)", "weight decay 0.1"):
         assert expected in out, expected
 
 

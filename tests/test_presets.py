@@ -28,8 +28,7 @@ def test_presets_grow_from_tiny_to_large():
     for level in ("char", "word"):
         table = presets.PRESETS[level]
         assert [p.name for p in table] == list(presets.NAMES)
-        flops = [presets.train_flops_per_token(p.cell, p.layers, p.units, p.embedding_dim, 100)
-                 for p in table]
+        flops = [presets.train_flops_per_token(**p.settings(), vocab_size=100) for p in table]
         assert flops == sorted(flops) and len(set(flops)) == len(flops)
         for p in table:  # every preset builds a valid network
             ModelConfig(vocab_size=100, **{k: v for k, v in p.settings().items() if k != "lr"})
@@ -52,21 +51,47 @@ def test_steps_and_epochs_that_end_a_timed_run_sooner_shrink_the_plan():
     assert presets.resolve("auto", "char", 66, one_epoch, {}, fast).planned_passes == 1
 
 
-def test_auto_picks_the_largest_preset_that_reads_the_text_often_enough():
+def planned_tokens(name: str, seconds: float, peak: float) -> float:
+    p = presets.preset("char", name)
+    timed = seconds * presets.TIMED_SHARE * peak * p.efficiency / presets.train_flops_per_token(
+        **p.settings(), vocab_size=66)
+    return min(timed, 20 * CORPUS_TOKENS)  # the 20 epochs end the run first
+
+
+def test_auto_picks_the_largest_preset_the_time_lets_learn_enough():
     peak = 1e11  # FLOP/s
     for seconds in (30, 300, 3000, 30_000):
         choice = presets.resolve("auto", "char", 66, budget(time_limit=seconds), {}, lambda: peak)
-        chosen = choice.preset
-        assert choice.planned_passes >= presets.MIN_PASSES or chosen.name == "tiny"
-        larger = presets.NAMES[presets.NAMES.index(chosen.name) + 1:]
-        for name in larger:  # each larger one would have read the text fewer times than required
-            p = presets.preset("char", name)
-            rate = peak * presets.PEAK_FRACTION / presets.train_flops_per_token(
-                p.cell, p.layers, p.units, p.embedding_dim, 66)
-            assert seconds * presets.TIMED_SHARE * rate < presets.MIN_PASSES * CORPUS_TOKENS
+        chosen = choice.preset.name
+        assert choice.planned_passes == pytest.approx(planned_tokens(chosen, seconds, peak) / CORPUS_TOKENS)
+        for name in presets.NAMES[presets.NAMES.index(chosen) + 1:]:  # each larger one learns too little
+            tokens = planned_tokens(name, seconds, peak)
+            assert tokens < presets.MIN_PASSES * CORPUS_TOKENS
+            assert tokens < presets.TOKENS_PER_PARAMETER * presets.parameters(
+                **presets.preset("char", name).settings(), vocab_size=66)
     sizes = [presets.resolve("auto", "char", 66, budget(time_limit=s), {}, lambda: peak).preset.name
              for s in (30, 300, 3000, 30_000, 300_000)]
     assert sizes == sorted(sizes, key=presets.NAMES.index)  # more time, never a smaller network
+
+
+def test_on_a_large_corpus_tokens_per_parameter_decide():
+    """A corpus too large to be read 4 times still gets a network its tokens can train."""
+    huge = presets.Budget(train_tokens=10**10, tokens_per_step=6400, epochs=20, time_limit=3600)
+    choice = presets.resolve("auto", "char", 66, huge, {}, lambda: 1e11)
+    assert choice.planned_passes < presets.MIN_PASSES and choice.preset.name != "tiny"
+
+
+def test_parameters_are_those_keras_counts():
+    from textgen.models import build_model
+
+    for level in ("char", "word"):
+        for p in presets.PRESETS[level][:3]:
+            settings = {k: v for k, v in p.settings().items() if k != "lr"}
+            model = build_model(ModelConfig(vocab_size=500, **settings))
+            assert presets.parameters(**settings, vocab_size=500) == model.count_params(), (level, p.name)
+    for cell in ("lstm", "rnn"):
+        model = build_model(ModelConfig(vocab_size=70, cell=cell, layers=2, units=16, embedding_dim=8))
+        assert presets.parameters(cell, 2, 16, 8, 70) == model.count_params()
 
 
 def test_auto_estimates_the_speed_of_the_cell_the_user_chose():

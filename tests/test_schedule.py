@@ -66,3 +66,32 @@ def test_an_unknown_schedule_is_a_usage_error(corpus_file, tmp_path, capsys):
                            capsys)
     assert code == 2 and "linear" in err and "Traceback" not in err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("shape", ["wsd", "cosine", None])
+def test_early_stopping_under_wsd_waits_for_the_decay(shape):
+    """A validation loss that stalls while wsd holds the rate must not stop the run: it falls once
+    the rate decays. In the decay, and under cosine or a constant rate, patience counts as usual."""
+    import keras
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.stop_training = False  # as fit sets it
+    planned = None if shape is None else BudgetSchedule(1e-3, shape, total_steps=100, max_steps=None,
+                                                        time_limit=None)
+    stopper = schedule.EarlyStopping(planned, patience=2)
+    stopper.set_model(model)
+    stopper.on_train_begin()
+    if planned is not None:
+        planned.first_step = 0
+    stops = []
+    for epoch, loss in enumerate([1.0, 1.1, 1.2, 1.3, 1.4, 1.5]):  # worse every epoch
+        if planned is not None:
+            planned.session_steps = 15 * epoch  # progress 0, 0.15, ... 0.75 (the decay begins)
+        stopper.on_epoch_end(epoch, {"val_loss": loss})
+        stops.append(bool(model.stop_training))
+    if shape == "wsd":
+        assert stops == [False] * 5 + [False] and stopper.best == 1.0
+        stopper.on_epoch_end(6, {"val_loss": 1.6})  # the second epoch of the decay without a gain
+        assert model.stop_training
+    else:
+        assert stops.index(True) == 2

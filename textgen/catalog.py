@@ -101,7 +101,9 @@ def info_lines(summary: ModelSummary) -> list[str]:
     c, m, t, r = summary.config, summary.config.model, summary.config.train, summary.config.result
     lines = [
         f"model        {summary.path}",
-        f"architecture {summary.architecture}, embedding {m.embedding_dim}, dropout {m.dropout:g}",
+        f"architecture {summary.architecture}, embedding {m.embedding_dim}, dropout {m.dropout:g}"
+        + (", tied embedding and output" if m.tie_weights else ""),
+        *([f"preset       {c.preset['description']}"] if c.preset.get("description") else []),
         f"parameters   {r['parameters']:,}" if r.get("parameters") else "parameters   -",
         f"vocabulary   {m.vocab_size:,} {c.level} tokens (id 0 is the unknown token)",
         f"corpus       {_describe_corpus(c.corpus)}",

@@ -2,26 +2,30 @@
 
 A preset sets the network (cell, layers, units, embedding, dropout, tied weights) and the peak
 learning rate; options given explicitly override it. With a `--time-limit`, `auto` picks the
-largest preset that can still read the training text MIN_PASSES times in that time: a bigger
-network learns more per token, but one that sees the text only once or twice in its minutes
-ends worse than a smaller one that sees it many times. Each preset's training speed is
-estimated from the machine's matrix-multiply rate (measured once, in a fifth of a second) and
-the arithmetic a trained token costs; `--max-steps` and the epochs, when they end the run
-sooner, shorten the planned tokens too. Without a time limit, the run's length is not a
-compute budget the network could be sized for, and `auto` is DEFAULT_WITHOUT_TIME_LIMIT.
+largest preset that the time lets learn enough: one that reads the training text at least
+MIN_PASSES times, or (for corpora too large to be read that often) trains on at least
+TOKENS_PER_PARAMETER tokens per parameter. A bigger network learns more per token, but one that
+sees a small text only once or twice in its minutes ends worse than a smaller one that sees it
+many times (on tiny shakespeare: `small` beats `medium` at 154 s, `medium` beats `small` at
+600 s; README, Presets). Each preset's training speed is estimated from the machine's
+matrix-multiply rate (measured once, in a fifth of a second), the arithmetic a trained token
+costs, and the share of that rate the preset's training reached when measured (`efficiency`:
+small networks keep the cores less busy); `--max-steps` and the epochs, when they end the run
+sooner, shorten the plan too. Without a time limit the run's length is no compute budget to
+size the network by, and `auto` is DEFAULT_WITHOUT_TIME_LIMIT.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from textgen.errors import TextgenError
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-MIN_PASSES = 6.0  # auto: the least number of passes over the training text a preset must get
-PEAK_FRACTION = 0.33  # share of the matmul rate textgen's training reaches (bench/training_speed.py)
+MIN_PASSES = 4.0  # auto: passes over the training text that make a preset worth its size...
+TOKENS_PER_PARAMETER = 20.0  # ...or, on a large corpus, trained tokens per parameter
 TIMED_SHARE = 0.85  # share of a --time-limit spent in training steps (validation, tracing: the rest)
 
 
@@ -35,22 +39,25 @@ class Preset:
     dropout: float
     lr: float
     tie_weights: bool = False
+    # training FLOP/s as a share of the 1024-matmul rate measured_matmul_flops gives, measured on
+    # a 2-core CPU (bench/training_speed.py's shapes, tiny shakespeare); not a setting
+    efficiency: float = field(default=0.5, compare=False)
 
     def settings(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "name"}
+        return {k: v for k, v in asdict(self).items() if k not in ("name", "efficiency")}
 
 
 # Smallest first. Word models tie their embedding to the output layer: most of their parameters
 # are those two matrices, and one shared matrix learns better from a small corpus.
 PRESETS: dict[str, tuple[Preset, ...]] = {
-    "char": (Preset("tiny", "gru", 1, 128, 32, 0.0, 1e-2),
-             Preset("small", "gru", 2, 256, 64, 0.0, 6e-3),
-             Preset("medium", "gru", 2, 512, 128, 0.2, 4e-3),
-             Preset("large", "gru", 3, 1024, 256, 0.3, 2e-3)),
-    "word": (Preset("tiny", "gru", 1, 128, 128, 0.2, 1e-2, True),
-             Preset("small", "gru", 2, 256, 256, 0.3, 4e-3, True),
-             Preset("medium", "gru", 2, 512, 512, 0.4, 3e-3, True),
-             Preset("large", "gru", 3, 1024, 1024, 0.5, 2e-3, True)),
+    "char": (Preset("tiny", "gru", 1, 128, 32, 0.0, 1e-2, efficiency=0.27),
+             Preset("small", "gru", 2, 256, 64, 0.0, 6e-3, efficiency=0.55),
+             Preset("medium", "gru", 2, 512, 128, 0.2, 4e-3, efficiency=0.9),
+             Preset("large", "gru", 3, 1024, 256, 0.3, 2e-3, efficiency=1.0)),
+    "word": (Preset("tiny", "gru", 1, 128, 128, 0.2, 1e-2, True, efficiency=0.6),
+             Preset("small", "gru", 2, 256, 256, 0.3, 4e-3, True, efficiency=0.85),
+             Preset("medium", "gru", 2, 512, 512, 0.4, 3e-3, True, efficiency=0.95),
+             Preset("large", "gru", 3, 1024, 1024, 0.5, 2e-3, True, efficiency=1.0)),
 }
 NAMES = ("tiny", "small", "medium", "large")
 CHOICES = ("auto", *NAMES)
@@ -64,11 +71,23 @@ def preset(level: str, name: str) -> Preset:
     raise TextgenError(f"unknown preset {name!r}; choose one of {', '.join(CHOICES)}")
 
 
-def train_flops_per_token(cell: str, layers: int, units: int, embedding_dim: int, vocab_size: int) -> float:
+def train_flops_per_token(cell: str, layers: int, units: int, embedding_dim: int, vocab_size: int,
+                          **_) -> float:
     """Arithmetic of one trained token: forward multiply-adds x 2 FLOPs x 3 (forward + backward)."""
     gates = GATES[cell] * units
     macs = (embedding_dim + units) * gates + (layers - 1) * 2 * units * gates + units * vocab_size
     return 6.0 * macs
+
+
+def parameters(cell: str, layers: int, units: int, embedding_dim: int, vocab_size: int,
+               tie_weights: bool = False, **_) -> int:
+    """Weights of the network build_model makes (GRU's reset_after keeps two bias rows)."""
+    gates = GATES[cell] * units
+    bias_rows = 2 if cell == "gru" else 1
+    recurrent = sum((inputs + units) * gates + bias_rows * gates
+                    for inputs in [embedding_dim] + [units] * (layers - 1))
+    output = vocab_size if tie_weights else units * vocab_size + vocab_size
+    return vocab_size * embedding_dim + recurrent + output
 
 
 @dataclass(frozen=True)
@@ -139,17 +158,17 @@ def _overlay(chosen: Preset, given: dict) -> dict:
 
 def _auto(level: str, vocab_size: int, budget: Budget, given: dict,
           matmul_flops: Callable[[], float]) -> tuple[Preset, float | None]:
-    """The largest preset whose time limit reads the training text at least MIN_PASSES times."""
+    """The largest preset the time limit lets learn enough (see the module's docstring)."""
     if budget.time_limit is None:
         return preset(level, DEFAULT_WITHOUT_TIME_LIMIT), None
     table = PRESETS[level]
     for candidate in reversed(table):
         settings = _overlay(candidate, given)
-        flops = train_flops_per_token(settings["cell"], settings["layers"], settings["units"],
-                                      settings["embedding_dim"], vocab_size)
-        tokens = budget.tokens(lambda flops=flops: matmul_flops() * PEAK_FRACTION / flops)
+        tokens_per_flop = candidate.efficiency / train_flops_per_token(**settings, vocab_size=vocab_size)
+        tokens = budget.tokens(lambda rate=tokens_per_flop: matmul_flops() * rate)
         passes = tokens / max(budget.train_tokens, 1)
-        if passes >= MIN_PASSES or candidate is table[0]:
+        enough = TOKENS_PER_PARAMETER * parameters(**settings, vocab_size=vocab_size)
+        if passes >= MIN_PASSES or tokens >= enough or candidate is table[0]:
             return candidate, passes
     raise AssertionError("unreachable: the smallest preset is always accepted")
 

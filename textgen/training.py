@@ -41,7 +41,7 @@ from textgen.idcache import IdCache
 from textgen.models import build_model
 from textgen.plotting import CURVES_FILE, PLOT_EXTRA_HINT, plot_history, plotting_available
 from textgen.precision import apply_precision, gpu_capabilities, resolve_precision
-from textgen.schedule import BudgetSchedule
+from textgen.schedule import BudgetSchedule, EarlyStopping
 from textgen.tokenizers import DEFAULT_MAX_VOCAB, Tokenizer, load_tokenizer, tokenizer_for
 
 Log = Callable[[str], None]
@@ -608,11 +608,12 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     history = EpochLog(run_dir / artifacts.HISTORY_FILE, config.seq_len * config.batch_size,
                        val_chars_per_token, run_config.level)
     previous = [v for v in history.history.get("val_loss", []) if v is not None]
+    schedule = (BudgetSchedule(config.lr, config.lr_schedule, total_steps=config.epochs * steps_per_epoch,
+                               max_steps=config.max_steps, time_limit=config.time_limit)
+                if config.lr_schedule != "constant" else None)
     callbacks: list[keras.callbacks.Callback] = [
         budget,
-        *([BudgetSchedule(config.lr, config.lr_schedule, total_steps=config.epochs * steps_per_epoch,
-                          max_steps=config.max_steps, time_limit=config.time_limit)]
-          if config.lr_schedule != "constant" else []),
+        *([schedule] if schedule is not None else []),
         # before the history: a crash between them leaves a best model whose epoch history.json
         # lacks (the resumed run repeats it), never a history claiming a best model not saved
         BestCheckpoint(run_dir / artifacts.MODEL_FILE, min(previous, default=math.inf)),
@@ -620,7 +621,7 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
         # after the history and the best checkpoint: a crash between them repeats an epoch, and
         # never leaves a backup counting an epoch that history.json lacks
         RunBackup(run_dir / BACKUP_DIR, budget, config.backup_every, BACKUP_SECONDS),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience),
+        EarlyStopping(schedule, config.early_stopping_patience),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(str(run_dir / artifacts.LOGS_DIR), write_graph=False,
                                     profile_batch=0),
