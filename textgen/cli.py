@@ -18,7 +18,6 @@ import click
 from textgen.config import CELLS, LEVELS, LR_SCHEDULES, PRECISIONS, ModelConfig, TrainConfig
 from textgen.errors import TextgenError, TextgenWarning
 from textgen.presets import CHOICES as PRESET_CHOICES
-from textgen.presets import MIN_PASSES
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -111,9 +110,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
               help="Tokens are characters or words (words keep punctuation and line breaks).")
 @click.option("--preset", type=click.Choice(PRESET_CHOICES), default="auto", show_default=True,
               help="Network size and learning rate: tiny, small, medium, large (see the README for "
-                   "what each reaches), or auto: the largest that reads the text at least "
-                   f"{MIN_PASSES:g} times within --time-limit or --max-steps (small without a "
-                   "budget). Options below marked 'preset' override it.")
+                   "what each reaches), or auto: the largest that --time-limit lets read the text "
+                   "often enough (small without a time limit). Options marked 'preset' override it.")
 @click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default=None,
               help="Recurrent layer type (Keras LSTM, GRU, SimpleRNN). [default: preset]")
 @click.option("--layers", type=POSITIVE, default=None, help="[default: preset]")
