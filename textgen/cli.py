@@ -109,7 +109,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.option("--level", type=click.Choice(["char", "word"]), default="char", show_default=True,
               help="Tokens are characters or words (words keep punctuation and line breaks).")
 @click.option("--preset", type=click.Choice(PRESET_CHOICES), default="auto", show_default=True,
-              help="Network size and learning rate: tiny, small, medium, large (see the README for "
+              help="Network size and learning rate: tiny, small, medium, large, xlarge (see the README for "
                    "what each reaches), or auto: the largest that --time-limit lets read the text "
                    "often enough (small without a time limit). Options marked 'preset' override it.")
 @click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default=None,
