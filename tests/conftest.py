@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# A shell without job control starts background commands (`pytest &`) with Ctrl-C ignored, which
+# their children inherit: the Ctrl-C tests would see no interrupt. Tests send their own SIGINTs.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import pytest
 
