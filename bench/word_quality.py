@@ -58,7 +58,8 @@ def main() -> None:
     results: dict = {"corpus": f"tiny shakespeare, {total:,} word tokens, vocabulary "
                                f"{tokenizer.vocab_size:,}, last {val_tokens:,} validate",
                      "seconds": args.seconds}
-    tied = ["--tie-weights"] if args.tied else []
+    # explicit either way: a word preset ties by itself when the embedding equals the units
+    tied = ["--tie-weights"] if args.tied else ["--no-tie-weights"]
     with tempfile.TemporaryDirectory() as folder:
         np.save(Path(folder) / "ids.npy", ids)
         torch = subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "torch_word_lm.py"),
