@@ -76,7 +76,8 @@ def test_auto_picks_the_largest_preset_the_time_lets_learn_enough():
 
 
 def test_on_a_large_corpus_tokens_per_parameter_decide():
-    """A corpus too large to be read 4 times still gets a network its tokens can train."""
+    """A corpus too large to be read a preset's `min_passes` times still gets a network its tokens
+    can train."""
     huge = presets.Budget(train_tokens=10**10, tokens_per_step=6400, epochs=20, time_limit=3600)
     choice = presets.resolve("auto", "char", 66, huge, {}, lambda: 1e11)
     assert choice.planned_passes < choice.preset.min_passes and choice.preset.name != "tiny"

@@ -90,7 +90,7 @@ def test_early_stopping_under_wsd_waits_for_the_decay(shape):
         stopper.on_epoch_end(epoch, {"val_loss": loss})
         stops.append(bool(model.stop_training))
     if shape == "wsd":
-        assert stops == [False] * 5 + [False] and stopper.best == 1.0
+        assert stops == [False] * 6 and stopper.best == 1.0
         stopper.on_epoch_end(6, {"val_loss": 1.6})  # the second epoch of the decay without a gain
         assert model.stop_training
     else:
