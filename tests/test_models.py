@@ -4,7 +4,7 @@ import pytest
 
 from textgen.config import ModelConfig
 from textgen.errors import TextgenWarning
-from textgen.models import build_model, cudnn_problems, recurrent_layers
+from textgen.models import build_model, cudnn_problems, output_weights, recurrent_layers
 from textgen.precision import apply_precision, resolve_precision
 
 
@@ -47,3 +47,17 @@ def test_mixed_precision_keeps_logits_and_variables_float32(policy):
         assert np.isfinite(history.history["loss"]).all()
     finally:
         apply_precision("float32")
+
+
+@pytest.mark.parametrize("tie_weights", [False, True])
+def test_output_weights_start_at_the_fan_in_scale_whatever_the_vocabulary(tie_weights):
+    """A logit starts with the variance of its `units` inputs, for 100 tokens as for 16,000: at
+    Glorot's scale (or Keras' ±0.05 embedding, tied) 16k-word models sat near the unigram loss."""
+    limit = np.sqrt(3 / 64)
+    for vocab_size in (100, 16_000):
+        model = build_model(ModelConfig(vocab_size=vocab_size, units=64, embedding_dim=64, layers=1,
+                                        tie_weights=tie_weights))
+        kernel = np.asarray(output_weights(model)[0])
+        assert kernel.shape == (64, vocab_size)
+        assert 0.9 * limit < np.abs(kernel).max() <= limit
+        assert np.std(kernel) == pytest.approx(limit / np.sqrt(3), rel=0.05)

@@ -40,8 +40,11 @@ class TiedEmbedding(layers.Layer):
         self.dim = dim
 
     def build(self, input_shape=None):
+        # The scale the untied output layer has (LeCun's, over the `dim` inputs of a logit):
+        # Keras' default ±0.05 left word models stuck near the unigram loss (see build_model)
+        scale = keras.initializers.VarianceScaling(1.0, mode="fan_out", distribution="uniform")
         self.embeddings = self.add_weight(shape=(self.vocab_size, self.dim), name="embeddings",
-                                          initializer=keras.initializers.RandomUniform(-0.05, 0.05))
+                                          initializer=scale)
         self.bias = self.add_weight(shape=(self.vocab_size,), name="bias", initializer="zeros")
 
     def call(self, inputs, logits: bool = False):
@@ -73,8 +76,10 @@ def build_model(config: ModelConfig) -> keras.Model:
             x = layers.Dropout(config.dropout, name=f"dropout_{index}")(x)
     if config.tie_weights:
         logits = embedding(x, logits=True)
-    else:
-        logits = layers.Dense(config.vocab_size, dtype="float32", name="logits")(x)
+    else:  # fan-in scale: Glorot's shrinks with the vocabulary (±0.019 for 16k words), and word
+        # models that start with such small logits stay near the unigram loss for hundreds of steps
+        logits = layers.Dense(config.vocab_size, dtype="float32", name="logits",
+                              kernel_initializer="lecun_uniform")(x)
     return keras.Model(token_ids, logits, name="textgen")
 
 
