@@ -40,7 +40,8 @@ def textgen_run(folder: Path, seconds: float, extra: list[str]) -> dict:
     return {"settings": " ".join(extra) or "defaults", "parameters": config["result"]["parameters"],
             "steps": config["result"]["steps"], "epochs": config["result"]["epochs"],
             "tokens_per_s": round(float(np.median(history["tokens_per_second"]))),
-            "val_loss_windows": round(loss, 4), "val_perplexity_windows": round(float(np.exp(loss)), 2)}
+            "val_loss_windows": round(loss, 4), "val_perplexity_windows": round(float(np.exp(loss)), 2),
+            "val_loss_per_epoch": [round(v, 3) for v in history["val_loss"] if v is not None]}
 
 
 def main() -> None:

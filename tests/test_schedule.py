@@ -1,6 +1,7 @@
 import itertools
 import json
 
+import keras
 import pytest
 
 from textgen import schedule
@@ -36,9 +37,29 @@ def test_progress_is_the_budget_that_ends_first(monkeypatch):
     assert planned.progress() == pytest.approx(0.5)  # a resumed run: 500 of 1,000 steps
     limited = BudgetSchedule(1e-3, "wsd", total_steps=1000, max_steps=200, time_limit=60.0)
     limited.start, limited.first_step, limited.session_steps = 100.0, 0, 50
+    limited.start_clock()
     assert limited.progress() == pytest.approx(0.25)  # 50 of 200 steps; 0 of 60 s
     clock[0] = 145.0
     assert limited.progress() == pytest.approx(0.75)  # 45 of 60 s
+
+
+def test_the_clock_starts_after_the_first_step_so_tracing_spends_no_warm_up(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(schedule.time, "perf_counter", lambda: clock[0])
+    timed = BudgetSchedule(1e-3, "wsd", total_steps=10**6, max_steps=None, time_limit=300.0)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    timed.set_model(model)
+    timed.on_train_begin()
+    timed.on_train_batch_begin(0)
+    assert float(timed.model.optimizer.learning_rate.numpy()) == 0.0  # warming up from zero
+    clock[0] = 10.0  # the first step traced for 10 s: past 2% of the 300 s budget
+    timed.on_train_batch_end(0)
+    timed.on_train_batch_begin(1)
+    assert timed.progress() == pytest.approx(1 / 10**6)  # one step, no time yet
+    assert float(timed.model.optimizer.learning_rate.numpy()) < 1e-3 / 2  # still warming up
+    clock[0] = 10.0 + 290.0 * 0.5
+    assert timed.progress() == pytest.approx(0.5)  # half of the 290 s left after tracing
 
 
 @pytest.mark.parametrize("schedule_name", ["wsd", "cosine", "constant"])
