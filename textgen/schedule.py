@@ -53,7 +53,7 @@ class BudgetSchedule(keras.callbacks.Callback):
     def start_clock(self) -> None:
         """The clock's share of the budget counts from the end of the first step: tracing it takes
         seconds, which would otherwise eat the warm-up (2% of 300 s is 6 s) and start the run at the
-        full rate, varying with the machine (a 300 s word run: 4.98 or 5.33 nats/token)."""
+        full rate. The span left after it still ends when the time limit stops the run."""
         now = time.perf_counter()
         self.clock_from = now
         if self.time_limit is not None:
