@@ -5,11 +5,11 @@ same tokens, same model size, same wall-clock budget, same run.
     python bench/word_quality.py [--seconds 300] [--tied]   # prints one JSON object
 
 Both train on the first 90% of tiny shakespeare cut into textgen's word tokens and are measured
-on the last 10% in nats per token: textgen by its own validation (windows of --seq-len from a
-zero state, what `textgen evaluate` reports), PyTorch both that way and the example's own way (one
-pass carrying the state, which sees more context and so reads lower). The model: LSTM 2 x 200,
-embedding 200, dropout 0.2 (the example's defaults); `--tied` ties embedding and output weights
-in both. textgen runs its own defaults too (`textgen_defaults`).
+on the last 10% in nats per token, all on windows of 100 tokens from a zero state (what
+`textgen evaluate --seq-len 100` reports, whatever window a model trained on), PyTorch also the
+example's own way (one pass carrying the state, which sees more context and so reads lower).
+The model: LSTM 2 x 200, embedding 200, dropout 0.2 (the example's defaults); `--tied` ties
+embedding and output weights in both. textgen runs its own defaults too (`textgen_defaults`).
 """
 
 from __future__ import annotations
@@ -26,22 +26,35 @@ import numpy as np
 
 from common import SHAKESPEARE
 
+WINDOW = 100  # every model is read on windows of this many tokens, each from a zero state
 EXAMPLE_SIZE = ["--cell", "lstm", "--layers", "2", "--units", "200", "--embedding-dim", "200",
                 "--dropout", "0.2"]
 
 
-def textgen_run(folder: Path, seconds: float, extra: list[str]) -> dict:
+def textgen_run(folder: Path, seconds: float, extra: list[str], val_ids: np.ndarray) -> dict:
     subprocess.run([sys.executable, "-m", "textgen", "train", str(SHAKESPEARE), "--level", "word",
                     "--time-limit", str(seconds), "--no-samples", "--quiet", "--output-dir", str(folder),
                     "--name", "word", "--force", *extra], check=True, capture_output=True)
     config = json.loads((folder / "word" / "config.json").read_text(encoding="utf-8"))
     history = json.loads((folder / "word" / "history.json").read_text(encoding="utf-8"))
-    loss = config["result"]["best_val_loss"]
+    loss = windows_loss(folder / "word", val_ids, WINDOW)
     return {"settings": " ".join(extra) or "defaults", "parameters": config["result"]["parameters"],
             "steps": config["result"]["steps"], "epochs": config["result"]["epochs"],
+            "seq_len": config["train"]["seq_len"], "batch_size": config["train"]["batch_size"],
             "tokens_per_s": round(float(np.median(history["tokens_per_second"]))),
             "val_loss_windows": round(loss, 4), "val_perplexity_windows": round(float(np.exp(loss)), 2),
             "val_loss_per_epoch": [round(v, 3) for v in history["val_loss"] if v is not None]}
+
+
+def windows_loss(model_dir: Path, val_ids: np.ndarray, seq_len: int) -> float:
+    """The best model's loss on windows of `seq_len` (whatever it trained on), as PyTorch's is read."""
+    import textgen
+    from textgen.data import TokenSource
+    from textgen.evaluation import evaluate_windows
+
+    model = textgen.load(model_dir)
+    source = TokenSource(lambda: iter([(val_ids, np.ones_like(val_ids))]), len(val_ids), len(val_ids), "val")
+    return evaluate_windows(model.keras_model, source, seq_len, 64)["loss"]
 
 
 def main() -> None:
@@ -69,8 +82,9 @@ def main() -> None:
         if torch.returncode != 0:
             raise RuntimeError(torch.stderr)
         results["pytorch"] = json.loads(torch.stdout.strip().splitlines()[-1])
-        results["textgen_example_size"] = textgen_run(Path(folder), args.seconds, EXAMPLE_SIZE + tied)
-        results["textgen_defaults"] = textgen_run(Path(folder), args.seconds, [])
+        results["textgen_example_size"] = textgen_run(Path(folder), args.seconds, EXAMPLE_SIZE + tied,
+                                                        ids[-val_tokens:])
+        results["textgen_defaults"] = textgen_run(Path(folder), args.seconds, [], ids[-val_tokens:])
     print(json.dumps(results, indent=2))
 
 

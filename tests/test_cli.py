@@ -71,6 +71,9 @@ def test_evaluate_json_and_text(char_model, held_out_file, capsys):
     assert abs(result["bits_per_char"] - result["loss"] / 0.6931471805599453) < 1e-9
     code, out, _ = run_cli(["evaluate", char_model, held_out_file], capsys)
     assert code == 0 and "perplexity" in out and "bits per char" in out
+    code, out, _ = run_cli(["evaluate", char_model, held_out_file, "--json", "--seq-len", "100"], capsys)
+    longer = json.loads(out)
+    assert code == 0 and longer["tokens"] == (5000 // 101) * 100 and longer["loss"] != result["loss"]
 
 
 def test_word_model_end_to_end(word_model, held_out_file, capsys):
@@ -93,6 +96,33 @@ def test_other_cells_train_and_sample(cell, corpus_file, tmp_path, capsys):
     config = json.loads((tmp_path / cell / "config.json").read_text())
     assert config["model"]["cell"] == cell and config["result"]["stopped"] == "max_steps"
     assert run_cli(["sample", tmp_path / cell, "--length", "10"], capsys)[0] == 0
+
+
+def test_window_defaults_follow_the_level(corpus_file, tmp_path, capsys):
+    untimed = [a for a in TINY if a not in ("--seq-len", "32", "--batch-size", "16")]
+    for level, window in (("char", [100, 64]), ("word", [35, 20])):
+        code, _, err = run_cli(["train", corpus_file, *untimed, "--level", level, "--max-steps", "1",
+                                "--output-dir", tmp_path, "--name", level], capsys)
+        config = json.loads((tmp_path / level / "config.json").read_text())
+        assert code == 0, err
+        assert [config["train"]["seq_len"], config["train"]["batch_size"]] == window
+    code, _, _ = run_cli(["train", corpus_file, *untimed, "--level", "word", "--seq-len", "20", "--max-steps",
+                          "1", "--output-dir", tmp_path, "--name", "given", "--batch-size", "8"], capsys)
+    config = json.loads((tmp_path / "given" / "config.json").read_text())
+    assert code == 0 and [config["train"]["seq_len"], config["train"]["batch_size"]] == [20, 8]
+
+
+def test_carried_state_run_resumes_where_its_batches_left_off(corpus_file, tmp_path, capsys):
+    base = ["train", corpus_file, *TINY, "--output-dir", tmp_path, "--name", "c", "--carry-state"]
+    assert run_cli([*base, "--epochs", "2", "--max-steps", "40"], capsys)[0] == 0
+    assert run_cli([*base, "--epochs", "2", "--resume"], capsys)[0] == 0
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    history = json.loads((tmp_path / "c" / "history.json").read_text())
+    assert config["train"]["carry_state"] and history["steps"] == [35, 35]  # (18,000 - 32) // (16 * 32)
+    assert run_cli(["sample", tmp_path / "c", "--length", "10"], capsys)[0] == 0
+    loud = [a for a in base if a != "--quiet"]
+    code, out, _ = run_cli([*loud, "--batch-size", "600", "--max-steps", "1", "--force"], capsys)
+    assert code == 0 and "--carry-state: the text does not fit" in out
 
 
 def test_xla_trains_the_same_function(corpus_file, tmp_path, capsys):

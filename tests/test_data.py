@@ -3,6 +3,9 @@ import pytest
 
 from textgen.corpus import Corpus, TextCorpus
 from textgen.data import (
+    TokenSource,
+    carried_batches,
+    carried_training_dataset,
     corpus_streams,
     require_windows,
     split_tail,
@@ -140,3 +143,23 @@ def test_every_epoch_is_a_pass_in_its_own_order_that_a_resume_can_start_cold():
     np.testing.assert_array_equal(resumed_third, third)
     other_seed = epochs(training_dataset(train, 9, 8, seed=2), 1)[0]
     assert not np.array_equal(other_seed, first)
+
+
+def test_carried_batches_walk_down_contiguous_columns_from_a_new_offset_each_pass():
+    ids = np.arange(900, dtype=np.int32)  # token k is k: positions can be read off the batches
+    train = TokenSource(lambda: iter([(ids, np.ones_like(ids))]), 900, 900, "900 tokens")
+    assert carried_batches(train, seq_len=9, batch_size=8) == 12  # (900 - 9) // 72
+    batches = [(i.numpy(), t.numpy()) for i, t in carried_training_dataset(train, 9, 8, seed=1).take(36)]
+    offsets = []
+    for start in (0, 12, 24):  # three passes
+        inputs = np.concatenate([i for i, _ in batches[start:start + 12]], 1)  # [8, 108]: the columns
+        targets = np.concatenate([t for _, t in batches[start:start + 12]], 1)
+        offset = inputs[0, 0]
+        np.testing.assert_array_equal(inputs, offset + 108 * np.arange(8)[:, None] + np.arange(108))
+        np.testing.assert_array_equal(targets, inputs + 1)
+        offsets.append(offset)
+    assert len(set(offsets)) == 3 and max(offsets) <= 900 - 8 * 108 - 1
+    resumed = [i.numpy() for i, _ in carried_training_dataset(train, 9, 8, seed=1, first_batch=20).take(4)]
+    for expected, inputs in zip(batches[20:24], resumed, strict=True):
+        np.testing.assert_array_equal(inputs, expected[0])
+    assert carried_batches(train, seq_len=9, batch_size=100) == 0  # columns shorter than a window

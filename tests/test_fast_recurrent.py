@@ -95,3 +95,47 @@ def test_saves_and_loads_as_a_keras_layer(tmp_path):
     assert isinstance(loaded.layers[0], fast_recurrent.GRU)
     x = np.random.default_rng(0).normal(size=(2, 3, 5)).astype("float32")
     np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("gpu_path", [False, True], ids=["explicit-loops", "keras-path"])
+def test_carried_training_batches_continue_the_previous_batch(cell, gpu_path, monkeypatch):
+    """Two carried training calls compute what one call over the joined sequence does; inference
+    and saved files know nothing of the carried states."""
+    monkeypatch.setattr(fast_recurrent, "_gpu_visible", lambda: gpu_path)  # True: the path GPUs take
+    fast_class, _, _ = CELLS[cell]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((None, 5)), fast_class(6, return_sequences=True),
+                              fast_class(7, return_sequences=True)])
+    x = np.random.default_rng(2).normal(0, 1, (3, 8, 5)).astype("float32")
+    whole = model(x, training=False).numpy()
+    weights_before = len(model.weights)
+    fast_recurrent.carry_states(model, batch_size=3)
+    assert model.layers[0].explicit_bptt_applies(None, True) is not gpu_path
+    first = model(x[:, :5], training=True).numpy()
+    second = model(x[:, 5:], training=True).numpy()
+    np.testing.assert_allclose(np.concatenate([first, second], 1), whole, atol=1e-5)
+    np.testing.assert_allclose(model(x[:, 5:], training=False), model(x[:, 5:], training=False))
+    np.testing.assert_allclose(model(x[:, :5], training=False), whole[:, :5], atol=1e-5)  # from zeros
+    assert len(model.weights) == weights_before  # carried states are not weights: never saved
+    fast_recurrent.carry_states(model, None)
+    np.testing.assert_allclose(model(x[:, :5], training=True), whole[:, :5], atol=1e-5)
+
+
+def test_no_gradient_flows_into_the_batch_before():
+    """Truncated BPTT: a carried batch's gradient is the one it has from its carried start state."""
+    keras.utils.set_random_seed(0)
+    layer = fast_recurrent.LSTM(6, return_sequences=True)
+    model = keras.Sequential([keras.Input((None, 5)), layer])
+    x = np.random.default_rng(2).normal(0, 1, (3, 8, 5)).astype("float32")
+    fast_recurrent.carry_states(model, batch_size=3)
+    model(x[:, :5], training=True)
+    carried = [tf.identity(v) for v in layer._carried.states]
+    with tf.GradientTape() as tape:
+        carried_loss = tf.reduce_sum(tf.sin(model(x[:, 5:], training=True)))
+    carried_gradients = tape.gradient(carried_loss, model.trainable_weights)
+    fast_recurrent.carry_states(model, None)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.sin(layer(x[:, 5:], initial_state=carried, training=True)))
+    for ours, expected in zip(carried_gradients, tape.gradient(loss, model.trainable_weights), strict=True):
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)

@@ -153,8 +153,11 @@ class TextModel:
         return export(self, Path(output) if output is not None else None, format, quantize, force)
 
     def evaluate(self, files: Sequence[str | os.PathLike] = (), *, text: str | None = None,
-                 encoding: str = "utf-8") -> dict:
-        """Loss (nats/token), perplexity, bits per character and token count on held-out text.
+                 encoding: str = "utf-8", seq_len: int | None = None) -> dict:
+        """Loss (nats/token), perplexity, bits per character and token count on held-out text,
+        over consecutive windows of `seq_len` tokens (default: the training windows'), each read
+        from a zero state as validation reads them; models trained on different windows compare
+        at the same `seq_len`.
 
         >>> result = textgen.load("tiny", output_dir=models).evaluate([held_out])
         >>> sorted(result)
@@ -168,9 +171,12 @@ class TextModel:
             [str(f) for f in files], encoding=encoding)
         from textgen.data import measured_source, require_windows
 
+        if seq_len is not None and seq_len < 1:
+            raise TextgenError("seq-len must be at least 1")
+        seq_len = seq_len or self.config.train.seq_len
         source = measured_source(self.tokenizer, corpus, "evaluation text")
-        require_windows(source, self.config.train.seq_len, "the evaluation text")
-        return self._evaluate_source(source)
+        require_windows(source, seq_len, "the evaluation text")
+        return self._evaluate_source(source, seq_len)
 
     def novelty(self, corpus: Sequence[str | os.PathLike], *, num_samples: int = 5, length: int = 500,
                 temperature: float = 0.8, seed: int = 0, encoding: str = "utf-8") -> dict:
@@ -209,11 +215,10 @@ class TextModel:
                 "longest_copy": self.tokenizer.decode(copy),
                 "copied_ngrams": {str(n): share for n, share in report.copied_ngrams.items()}}
 
-    def _evaluate_source(self, source: Any) -> dict:
+    def _evaluate_source(self, source: Any, seq_len: int) -> dict:
         from textgen.evaluation import evaluate_windows
 
-        return evaluate_windows(self.keras_model, source, self.config.train.seq_len,
-                                self.config.train.batch_size)
+        return evaluate_windows(self.keras_model, source, seq_len, self.config.train.batch_size)
 
 
 def _check_sampling(length: int, num_samples: int, temperatures: list[float], top_k: int,

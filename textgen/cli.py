@@ -122,12 +122,17 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.option("--tie-weights/--no-tie-weights", default=None,
               help="Score tokens with the embedding matrix (needs --embedding-dim equal to --units). "
                    "[default: preset: on for word models]")
-@click.option("--seq-len", type=POSITIVE, default=100, show_default=True,
-              help="Tokens per training window.")
-@click.option("--batch-size", type=POSITIVE, default=64, show_default=True)
+@click.option("--seq-len", type=POSITIVE, default=None,
+              help="Tokens per training window. [default: 100 for char, 35 for word]")
+@click.option("--batch-size", type=POSITIVE, default=None,
+              help="Windows per training step. [default: 64 for char, 20 for word]")
 @click.option("--epochs", type=POSITIVE, default=20, show_default=True)
 @click.option("--steps-per-epoch", type=POSITIVE, default=None,
               help="An epoch is this many steps over the text repeated endlessly (default: one pass).")
+@click.option("--carry-state/--no-carry-state", default=TrainConfig.carry_state, show_default=True,
+              help="Each batch continues the text of the one before and starts from its final "
+                   "recurrent state (truncated backpropagation through time), instead of shuffled "
+                   "windows that start from zeros.")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
               help="Adam's peak learning rate. [default: preset]")
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="wsd", show_default=True,
@@ -189,9 +194,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
                    "--max-vocab) instead of reading them as <unk>.")
 @click.pass_context
 def train(ctx, sources, level, preset, cell, layers, units, embedding_dim, dropout, tie_weights, seq_len,
-          batch_size, epochs, steps_per_epoch, lr, lr_schedule, clipnorm, weight_decay, seed, max_vocab,
-          val_fraction,
-          val_file, encoding, precision, xla, max_steps, time_limit, strategy, cpu_devices, backup_every,
+          batch_size, epochs, steps_per_epoch, carry_state, lr, lr_schedule, clipnorm, weight_decay, seed,
+          max_vocab, val_fraction, val_file, encoding, precision, xla, max_steps, time_limit, strategy,
+          cpu_devices, backup_every,
           name, output_dir, force, resume, tfds_data_dir, tfds_manual_dir, samples, quiet, cache_ids,
           init_from, init_checkpoint, extend_vocab) -> None:
     """Train a model on text files, folders of .txt files, or tfds:NAME.
@@ -219,12 +224,11 @@ def train(ctx, sources, level, preset, cell, layers, units, embedding_dim, dropo
         DataOptions(list(sources), level, max_vocab, encoding, val_file, tfds_data_dir, tfds_manual_dir,
                     str(Path(output_dir) / CACHE_DIR) if cache_ids else None),
         ModelOptions(cell, layers, units, embedding_dim, dropout, tie_weights, preset),
-        TrainConfig(seq_len=seq_len, batch_size=batch_size, epochs=epochs, lr=lr, lr_schedule=lr_schedule,
-                    clipnorm=clipnorm or None, weight_decay=weight_decay, seed=seed, precision=precision,
-                    xla=xla,
-                    val_fraction=val_fraction, max_steps=max_steps, time_limit=time_limit,
-                    steps_per_epoch=steps_per_epoch, backup_every=backup_every, strategy=strategy,
-                    cpu_devices=cpu_devices),
+        TrainConfig(seq_len=seq_len, batch_size=batch_size, epochs=epochs, carry_state=carry_state, lr=lr,
+                    lr_schedule=lr_schedule, clipnorm=clipnorm or None, weight_decay=weight_decay, seed=seed,
+                    precision=precision, xla=xla, val_fraction=val_fraction, max_steps=max_steps,
+                    time_limit=time_limit, steps_per_epoch=steps_per_epoch, backup_every=backup_every,
+                    strategy=strategy, cpu_devices=cpu_devices),
         RunOptions(name, output_dir, force, resume, 0 if quiet else 1, samples,
                    log=lambda message: click.echo(message)),
         init,
@@ -339,13 +343,16 @@ def _interactive(text_model, length, temperature, top_k, top_p, repetition_penal
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.8, show_default=True,
               help="Sampling temperature for --novelty.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed for --novelty.")
+@click.option("--seq-len", type=POSITIVE, default=None,
+              help="Tokens per window, each read from a zero state (default: the training windows'); "
+                   "compare models at the same --seq-len.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--encoding", default="utf-8", show_default=True)
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--output-dir", default="saved_models", show_default=True,
               help="Where model names are looked up.")
-def evaluate(model, files, novelty_sources, samples, length, temperature, seed, as_json, encoding, checkpoint,
-             output_dir) -> None:
+def evaluate(model, files, novelty_sources, samples, length, temperature, seed, seq_len, as_json, encoding,
+             checkpoint, output_dir) -> None:
     """Measure loss, perplexity and bits per character on held-out text, and with --novelty how
     much of the model's text is copied from its training corpus.
 
@@ -357,7 +364,7 @@ def evaluate(model, files, novelty_sources, samples, length, temperature, seed, 
     if not files and not novelty_sources:
         raise TextgenError("give held-out text files to measure, or --novelty CORPUS")
     text_model = _load(model, checkpoint, output_dir)
-    result = text_model.evaluate(files, encoding=encoding) if files else {}
+    result = text_model.evaluate(files, encoding=encoding, seq_len=seq_len) if files else {}
     if novelty_sources:
         result["novelty"] = text_model.novelty(novelty_sources, num_samples=samples, length=length,
                                                temperature=temperature, seed=seed, encoding=encoding)
@@ -506,8 +513,8 @@ def plot(model, output, output_dir) -> None:
 @click.option("--max-vocab", type=click.IntRange(min=2), default=20_000, show_default=True)
 @click.option("--embedding-dim", type=POSITIVE, default=ModelConfig.embedding_dim, show_default=True,
               help="Not searched: every trial has it.")
-@click.option("--seq-len", type=POSITIVE, default=TrainConfig.seq_len, show_default=True)
-@click.option("--batch-size", type=POSITIVE, default=TrainConfig.batch_size, show_default=True)
+@click.option("--seq-len", type=POSITIVE, default=None, help="[default: 100 for char, 35 for word]")
+@click.option("--batch-size", type=POSITIVE, default=None, help="[default: 64 for char, 20 for word]")
 @click.option("--epochs", type=POSITIVE, default=TrainConfig.epochs, show_default=True,
               help="Most epochs of a trial (it also stops early, as train does).")
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=TrainConfig.lr_schedule,

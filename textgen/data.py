@@ -165,6 +165,44 @@ def training_dataset(source: TokenSource, seq_len: int, batch_size: int, seed: i
     return _shardable(dataset).prefetch(tf.data.AUTOTUNE)
 
 
+def carried_batches(source: TokenSource, seq_len: int, batch_size: int) -> int:
+    """Batches in one pass of `carried_training_dataset` (0: the text is too short for its columns)."""
+    if source.tokens > CACHE_MAX_TOKENS:
+        return 0
+    return max(source.tokens - seq_len, 0) // (batch_size * seq_len)
+
+
+def carried_training_dataset(source: TokenSource, seq_len: int, batch_size: int, seed: int, *,
+                             first_batch: int = 0) -> tf.data.Dataset:
+    """Batches whose rows continue the rows of the batch before, for training that carries the
+    recurrent state across batches (truncated BPTT, as char-rnn and PyTorch's word model train).
+
+    Each pass cuts the text into `batch_size` contiguous columns and walks down them `seq_len`
+    tokens at a time: row b of batch i is the `seq_len + 1` tokens from (b * column + i * seq_len).
+    Pass `n` starts its columns at an offset drawn from (`seed`, `n`), so passes see different
+    cuts; batch k of the run is a function of k alone, which lets `--resume` start at
+    `first_batch`. Needs the text in memory (`carried_batches` is 0 otherwise).
+    """
+    steps = carried_batches(source, seq_len, batch_size)
+    if steps < 1:
+        raise ValueError("the text has too few tokens for carried batches")
+    ids = np.concatenate([chunk for chunk, _ in source.make_stream()]).astype(np.int32)
+    column = steps * seq_len
+    slack = len(ids) - (column * batch_size + 1)  # room left for the pass's offset
+    text = tf.constant(ids)
+    starts = tf.range(batch_size, dtype=tf.int64)[:, None] * column + tf.range(seq_len + 1, dtype=tf.int64)
+
+    def batch(k: tf.Tensor) -> tf.Tensor:
+        pass_number, step = k // steps, k % steps
+        offset = tf.random.stateless_uniform([], seed=tf.stack([seed * PASS_SEED_STRIDE + pass_number, 1]),
+                                             maxval=slack + 1, dtype=tf.int64)
+        return tf.gather(text, offset + step * seq_len + starts)
+
+    dataset = tf.data.Dataset.range(first_batch, PASSES_END).map(batch).map(_split_window)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
 def evaluation_dataset(source: TokenSource, seq_len: int, batch_size: int) -> tf.data.Dataset:
     """Batches of (inputs, targets) in corpus order, for validation and `evaluate`."""
     in_memory = _windows_in_memory(source, seq_len)

@@ -226,9 +226,8 @@ class ExportedTextModel(TextModel):
         return (f"ExportedTextModel({str(self.path)!r}, {self.kind}, {self.config.level}, "
                 f"{m.cell} {m.layers}x{m.units}, vocab {m.vocab_size})")
 
-    def _evaluate_source(self, source) -> dict:
-        return evaluate_steps(self.runner, self.metadata, source, self.config.train.seq_len,
-                              self.config.train.batch_size)
+    def _evaluate_source(self, source, seq_len: int) -> dict:
+        return evaluate_steps(self.runner, self.metadata, source, seq_len, self.config.train.batch_size)
 
 
 def evaluate_steps(runner: StepRunner, metadata: dict, source, seq_len: int, batch_size: int) -> dict:

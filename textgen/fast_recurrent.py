@@ -248,14 +248,49 @@ class _ExplicitBPTT:
                     and not _gpu_visible())
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
-        if not self.explicit_bptt_applies(mask, training):
-            return super().inner_loop(sequences, initial_state, mask, training=training)
-        initial = list(initial_state) if isinstance(initial_state, list | tuple) else [initial_state]
-        kernel, recurrent, input_bias, recurrent_bias = weights_split(self)
-        outputs, final = _explicit_bptt(self.loops, sequences, initial, tf.convert_to_tensor(kernel),
-                                        tf.convert_to_tensor(recurrent), tf.convert_to_tensor(input_bias),
-                                        tf.convert_to_tensor(recurrent_bias))
-        return final[0], outputs, final
+        carried = getattr(self, "_carried", None) if training else None
+        if carried is not None:  # truncated BPTT: start where the previous batch ended, no gradient back
+            initial_state = [tf.stop_gradient(tf.cast(v, sequences.dtype)) for v in carried.states]
+        if self.explicit_bptt_applies(mask, training):
+            initial = list(initial_state) if isinstance(initial_state, list | tuple) else [initial_state]
+            kernel, recurrent, input_bias, recurrent_bias = weights_split(self)
+            outputs, final = _explicit_bptt(self.loops, sequences, initial, tf.convert_to_tensor(kernel),
+                                            tf.convert_to_tensor(recurrent), tf.convert_to_tensor(input_bias),
+                                            tf.convert_to_tensor(recurrent_bias))
+            last = final[0]
+        else:
+            last, outputs, final = super().inner_loop(sequences, initial_state, mask, training=training)
+        if carried is not None:
+            for variable, state in zip(carried.states, tf.nest.flatten(final), strict=True):
+                variable.assign(tf.cast(state, variable.dtype))
+        return last, outputs, final
+
+
+class _CarriedStates:
+    """A layer's states at the end of the last training batch (a plain holder, so that Keras
+    neither saves them with the weights nor counts them as the model's variables)."""
+
+    def __init__(self, states: list[tf.Variable]):
+        self.states = states
+
+
+def carry_states(model: keras.Model, batch_size: int | None) -> None:
+    """Make training batches continue each other's recurrent state (truncated backpropagation
+    through time, as char-rnn trains): row b of a batch must then be the text that follows row b
+    of the batch before (textgen.data.carried_training_dataset). None stops carrying.
+
+    Only training calls carry; validation, evaluation and generation start from zeros as before.
+    """
+    for layer in model.layers:
+        if not isinstance(layer, _ExplicitBPTT):
+            continue
+        if batch_size is None:
+            layer._carried = None
+            continue
+        sizes = tf.nest.flatten(layer.cell.state_size)
+        layer._carried = _CarriedStates([tf.Variable(tf.zeros([batch_size, size]), trainable=False,
+                                                     name=f"{layer.name}_carried_{k}")
+                                         for k, size in enumerate(sizes)])
 
 
 @keras.saving.register_keras_serializable(package="textgen")

@@ -23,6 +23,8 @@ from textgen.corpus import Corpus, FileCorpus, TfdsCorpus, open_corpus
 from textgen.data import (
     Streams,
     TokenSource,
+    carried_batches,
+    carried_training_dataset,
     corpus_streams,
     count_tokens,
     evaluation_dataset,
@@ -35,6 +37,7 @@ from textgen.data import (
 from textgen.distribute import Placement, is_chief, place, read_cluster
 from textgen.errors import TextgenError
 from textgen.evaluation import LN2, perplexity
+from textgen.fast_recurrent import carry_states
 from textgen.finetune import InitOptions, Start
 from textgen.generation import Generator
 from textgen.idcache import IdCache
@@ -484,9 +487,6 @@ def _train(data_options: DataOptions, model_options: ModelOptions, train_config:
     if init is not None and not run_options.resume:
         finetune.check_target(Path(init.model), model_dir)
     _check_target(model_dir, run_options)
-    if train_config.batch_size < placement.replicas:
-        raise TextgenError(f"--batch-size is the global batch, shared by {placement.replicas} replicas: "
-                           f"make it at least {placement.replicas}")
 
     tokenizer = None
     start: Start | None = None  # a new fine-tuning run's base
@@ -506,6 +506,10 @@ def _train(data_options: DataOptions, model_options: ModelOptions, train_config:
         tokenizer = start.tokenizer
         data_options = dataclasses.replace(data_options, level=tokenizer.level)
 
+    train_config = train_config.for_level(data_options.level)
+    if train_config.batch_size < placement.replicas:
+        raise TextgenError(f"--batch-size is the global batch, shared by {placement.replicas} replicas: "
+                           f"make it at least {placement.replicas}")
     data = prepare_data(data_options, train_config, tokenizer, log, progress=bool(run_options.verbose))
     if run_options.resume:
         if data.description.get("tokens") != saved.corpus.get("tokens"):
@@ -599,9 +603,22 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
                                 json.dumps(data.tokenizer.to_dict(), ensure_ascii=False))
     endless = config.steps_per_epoch is not None
     position = backup_position(run_dir / BACKUP_DIR)
-    train_ds = training_dataset(data.train, config.seq_len, config.batch_size, config.seed, endless=endless,
-                                start_epoch=position.epoch, skip_batches=position.steps)
-    steps_per_epoch = config.steps_per_epoch or data.train.batches(config.seq_len, config.batch_size)
+    carried = carried_batches(data.train, config.seq_len, config.batch_size) \
+        if config.carry_state and placement.replicas == 1 else 0
+    if config.carry_state and not carried:
+        log("--carry-state: " + ("the replicas would each need their own states" if placement.replicas > 1
+                                 else "the text does not fit the batch's columns in memory")
+            + "; training on shuffled windows instead.")
+    if carried:
+        steps_per_epoch = config.steps_per_epoch or carried
+        carry_states(model, config.batch_size)
+        first_batch = position.steps if endless else position.epoch * carried
+        train_ds = carried_training_dataset(data.train, config.seq_len, config.batch_size, config.seed,
+                                            first_batch=first_batch)
+    else:
+        steps_per_epoch = config.steps_per_epoch or data.train.batches(config.seq_len, config.batch_size)
+        train_ds = training_dataset(data.train, config.seq_len, config.batch_size, config.seed,
+                                    endless=endless, start_epoch=position.epoch, skip_batches=position.steps)
 
     val_chars_per_token = (data.val.chars or data.val.tokens) / data.val.tokens
     budget = Budget(config.max_steps, config.time_limit)

@@ -233,7 +233,8 @@ def tune(data_options: DataOptions, space: SearchSpace, train_config: TrainConfi
     if (count := space.settings()) < search.trials:
         raise TextgenError(f"the search space holds only {count:,.0f} model{'s' if count > 1 else ''}; ask "
                            f"for --trials {count:,.0f} at most, or widen the ranges")
-    train_config = dataclasses.replace(train_config, strategy="one-device", cpu_devices=None)
+    train_config = dataclasses.replace(train_config, strategy="one-device", cpu_devices=None).for_level(
+        data_options.level)
     placement = place(train_config.strategy)
     data = prepare_data(data_options, train_config, tokenizer, log, progress=bool(run_options.verbose))
     if corpus_tokens is not None and data.description["tokens"] != corpus_tokens:
