@@ -139,3 +139,19 @@ def test_no_gradient_flows_into_the_batch_before():
         loss = tf.reduce_sum(tf.sin(layer(x[:, 5:], initial_state=carried, training=True)))
     for ours, expected in zip(carried_gradients, tape.gradient(loss, model.trainable_weights), strict=True):
         np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_loops_over_parts_of_the_batch_compute_the_same(cell, monkeypatch):
+    """The batch cut into parts run side by side (an empty one too: 3 rows in 4 parts) gives the
+    outputs and gradients of one loop over the whole batch."""
+    rng = np.random.default_rng(5)
+    inputs = tf.constant(rng.normal(0, 1, (3, 9, 5)).astype("float32"))
+    initial = [tf.constant(rng.normal(0, 0.5, (3, 6)).astype("float32")) for _ in range(CELLS[cell][2])]
+    results = []
+    for parts in (1, 4):
+        monkeypatch.setattr(fast_recurrent, "LOOP_PARTS", parts)
+        fast, _, _ = twins(cell, return_sequences=True, return_state=True)
+        results.append(outputs_and_gradients(fast, inputs, initial, training=True)[:2])
+    for ours, theirs in zip(results[1][0] + results[1][1], results[0][0] + results[0][1], strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
