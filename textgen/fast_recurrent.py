@@ -171,11 +171,11 @@ def _cpu_cores() -> int:
 
 
 # An XLA time loop runs on one core (its small per-step matmuls do not spread over threads), so
-# the batch is cut into this many parts whose loops TensorFlow runs side by side. Measured on 2
-# cores (2 x 256, batch 64, seq 100, bench/training_speed.py, three alternated runs): LSTM
-# training 29,800 / 32,400 / 27,600 tokens/s as one loop, 34,700 / 36,500 / 30,600 as two halves;
-# GRU 35,600 / 38,300 / 37,800 and 36,700 / 43,200 / 37,100. Capped at 4: machines with more
-# cores were not available to measure whether thinner parts still gain.
+# the batch is cut into this many parts, each trained by its own loops, which TensorFlow runs
+# side by side. Measured on 2 cores (2 x 256, batch 64, seq 100, bench/training_speed.py,
+# alternated runs, tokens/s): LSTM 29,800 and 32,400 as one part, 37,600 and 37,100 as two;
+# GRU 40,300 and 39,100, then 43,800 and 45,000. Capped at 4: machines with more cores were not
+# available to measure whether thinner parts still gain.
 LOOP_PARTS = min(_cpu_cores(), 4)
 
 
@@ -185,28 +185,21 @@ def _batch_parts(batch: tf.Tensor, parts: int) -> list[tuple[tf.Tensor, tf.Tenso
     return [(tf.minimum(p * size, batch), tf.minimum((p + 1) * size, batch)) for p in range(parts)]
 
 
-def _split_forward(loops: _TimeLoops, xw: tf.Tensor, recurrent: tf.Tensor, recurrent_bias: tf.Tensor,
-                   initial: State, parts: int) -> tuple[State, tf.Tensor]:
-    """`loops.forward` over parts of the batch, run side by side; results joined on the batch axis."""
-    if parts == 1:
-        return loops.forward(xw, recurrent, recurrent_bias, initial)
-    results = [loops.forward(xw[:, a:b], recurrent, recurrent_bias, tuple(s[a:b] for s in initial))
-               for a, b in _batch_parts(tf.shape(xw)[1], parts)]
-    sequences = tuple(tf.concat([r[0][k] for r in results], 1) for k in range(len(initial)))
-    return sequences, tf.concat([r[1] for r in results], 1)
+def _explicit_bptt_in_parts(loops: _TimeLoops, sequences: tf.Tensor, initial: Sequence[tf.Tensor],
+                            *weights: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    """`_explicit_bptt` over LOOP_PARTS parts of the batch, which TensorFlow runs side by side.
 
-
-def _split_backward(loops: _TimeLoops, d_outputs: tf.Tensor, d_final: State, xw: tf.Tensor, kept: tf.Tensor,
-                    previous: State, recurrent: tf.Tensor, parts: int) -> tuple[tf.Tensor, tf.Tensor, State]:
-    """`loops.backward` over the same parts of the batch as `_split_forward`."""
-    if parts == 1:
-        return loops.backward(d_outputs, d_final, xw, kept, previous, recurrent)
-    results = [loops.backward(d_outputs[:, a:b], tuple(d[a:b] for d in d_final), xw[:, a:b], kept[:, a:b],
-                              tuple(p[:, a:b] for p in previous), recurrent)
-               for a, b in _batch_parts(tf.shape(xw)[1], parts)]
-    d_xw = tf.concat([r[0] for r in results], 1)
-    d_hu = d_xw if loops.additive else tf.concat([r[1] for r in results], 1)
-    return d_xw, d_hu, tuple(tf.concat([r[2][k] for r in results], 0) for k in range(len(d_final)))
+    Rows of a batch are independent, so each part is a whole forward and backward of its own;
+    the weights' gradients of the parts add up (TensorFlow sums the gradients of a tensor used
+    several times). Parts are cut on the batch axis of [batch, time, features] tensors, where
+    each is one contiguous block: no time-major copy is sliced or joined.
+    """
+    if LOOP_PARTS == 1:
+        return _explicit_bptt(loops, sequences, initial, *weights)
+    results = [_explicit_bptt(loops, sequences[a:b], [s[a:b] for s in initial], *weights)
+               for a, b in _batch_parts(tf.shape(sequences)[0], LOOP_PARTS)]
+    return (tf.concat([outputs for outputs, _ in results], 0),
+            [tf.concat([final[k] for _, final in results], 0) for k in range(len(initial))])
 
 
 def _explicit_bptt(loops: _TimeLoops, sequences: tf.Tensor, initial: Sequence[tf.Tensor], kernel: tf.Tensor,
@@ -218,30 +211,31 @@ def _explicit_bptt(loops: _TimeLoops, sequences: tf.Tensor, initial: Sequence[tf
     def run(x, kernel, recurrent, input_bias, recurrent_bias, *initial):
         batch, steps, features = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
         flat_x = tf.reshape(tf.transpose(x, [1, 0, 2]), [-1, features])  # [time * batch, features]
-        xw = tf.reshape(tf.matmul(flat_x, kernel) + input_bias, [steps, batch, -1])
+        gates, units = tf.shape(kernel)[1], tf.shape(recurrent)[0]  # explicit: a part may be empty
+        xw = tf.reshape(tf.matmul(flat_x, kernel) + input_bias, [steps, batch, gates])
         # stop_gradient: the gradient is ours; without it an eager GradientTape would ask
         # TensorFlow to differentiate the compiled loop as well, which XLA cannot
-        sequences, kept = _split_forward(loops, *tf.nest.map_structure(tf.stop_gradient, (
-            xw, recurrent, recurrent_bias, initial)), LOOP_PARTS)
+        sequences, kept = loops.forward(*tf.nest.map_structure(tf.stop_gradient, (
+            xw, recurrent, recurrent_bias, initial)))
         previous = tuple(tf.concat([s0[None], seq[:-1]], 0)  # the states before each step
                          for s0, seq in zip(initial, sequences, strict=True))
 
         def gradient(d_outputs, *d_final):
             d_final = tuple(tf.zeros_like(s0) if d is None else d
                             for d, s0 in zip(d_final, initial, strict=True))
-            d_xw, d_hu, d_initial = _split_backward(loops, tf.transpose(d_outputs, [1, 0, 2]), d_final, xw,
-                                                    kept, previous, recurrent, LOOP_PARTS)
-            d_xw = tf.reshape(d_xw, [steps * batch, -1])
-            flat_h = tf.reshape(previous[0], [steps * batch, -1])
-            d_x = tf.transpose(tf.reshape(tf.matmul(d_xw, kernel, transpose_b=True), [steps, batch, -1]),
-                               [1, 0, 2])
+            d_xw, d_hu, d_initial = loops.backward(tf.transpose(d_outputs, [1, 0, 2]), d_final, xw, kept,
+                                                   previous, recurrent)
+            d_xw = tf.reshape(d_xw, [steps * batch, gates])
+            flat_h = tf.reshape(previous[0], [steps * batch, units])
+            d_x = tf.reshape(tf.matmul(d_xw, kernel, transpose_b=True), [steps, batch, features])
+            d_x = tf.transpose(d_x, [1, 0, 2])
             if loops.additive:  # both weight gradients in one matmul: [x | h]^T @ dz
                 d_weights = tf.matmul(tf.concat([flat_x, flat_h], 1), d_xw, transpose_a=True)
                 d_kernel, d_recurrent = d_weights[:features], d_weights[features:]
                 d_bias = tf.reduce_sum(d_xw, 0)
                 d_input_bias, d_recurrent_bias = d_bias, d_bias
             else:
-                d_hu = tf.reshape(d_hu, [steps * batch, -1])
+                d_hu = tf.reshape(d_hu, [steps * batch, gates])
                 d_kernel = tf.matmul(flat_x, d_xw, transpose_a=True)
                 d_recurrent = tf.matmul(flat_h, d_hu, transpose_a=True)
                 d_input_bias, d_recurrent_bias = tf.reduce_sum(d_xw, 0), tf.reduce_sum(d_hu, 0)
@@ -299,9 +293,8 @@ class _ExplicitBPTT:
         if self.explicit_bptt_applies(mask, training):
             initial = list(initial_state) if isinstance(initial_state, list | tuple) else [initial_state]
             kernel, recurrent, input_bias, recurrent_bias = weights_split(self)
-            outputs, final = _explicit_bptt(self.loops, sequences, initial, tf.convert_to_tensor(kernel),
-                                            tf.convert_to_tensor(recurrent), tf.convert_to_tensor(input_bias),
-                                            tf.convert_to_tensor(recurrent_bias))
+            weights = [tf.convert_to_tensor(w) for w in (kernel, recurrent, input_bias, recurrent_bias)]
+            outputs, final = _explicit_bptt_in_parts(self.loops, sequences, initial, *weights)
             last = final[0]
         else:
             last, outputs, final = super().inner_loop(sequences, initial_state, mask, training=training)
