@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 
+from textgen import generation
 from textgen.config import ModelConfig
 from textgen.generation import MAX_CHUNK_TOKENS, Generator, chunk_sizes
 from textgen.models import build_model
@@ -37,6 +38,26 @@ def test_same_seed_same_text_whatever_the_chunk_size():
     assert len(set(whole)) > 1  # streams in a batch differ
     assert generator.generate("ab", 40, seed=6, num_samples=3) != whole
     assert all("\ufffd" not in text for text in whole)
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_streams_sampled_in_parts_of_the_batch_are_the_text_of_one_loop(parts, monkeypatch):
+    """Many streams run as parts of the batch side by side; each row keeps its own noise, so the
+    text is the one a single loop over the whole batch draws (and exports draw)."""
+    keras.utils.set_random_seed(2)
+    tokenizer = CharTokenizer(list("abcdefghijklmnop"))
+    model = build_model(ModelConfig(vocab_size=tokenizer.vocab_size, cell="lstm", units=8, embedding_dim=4))
+    options = {"num_samples": generation.PART_MIN_STREAMS * parts + 1, "temperature": 1.2,
+               "repetition_penalty": 1.3, "seed": 4, "chunk": 9}
+    monkeypatch.setattr(generation, "LOOP_PARTS", 1)
+    one_loop = Generator(model, tokenizer).generate("ab", 30, **options)
+    monkeypatch.setattr(generation, "LOOP_PARTS", parts)
+    generator = Generator(model, tokenizer)
+    calls = []
+    monkeypatch.setattr(generator, "_sample_in_parts", lambda *args: calls.append(1) or
+                        generator._sample_parts(*args))
+    assert generator.generate("ab", 30, **options) == one_loop and calls
+    assert len(set(one_loop)) > 10
 
 
 def test_compiled_and_plain_generators_draw_the_same_text():

@@ -179,7 +179,7 @@ def _cpu_cores() -> int:
 LOOP_PARTS = min(_cpu_cores(), 4)
 
 
-def _batch_parts(batch: tf.Tensor, parts: int) -> list[tuple[tf.Tensor, tf.Tensor]]:
+def batch_parts(batch: tf.Tensor, parts: int) -> list[tuple[tf.Tensor, tf.Tensor]]:
     """[start, stop) rows of each part (the last ones may be empty for tiny batches)."""
     size = (batch + parts - 1) // parts
     return [(tf.minimum(p * size, batch), tf.minimum((p + 1) * size, batch)) for p in range(parts)]
@@ -197,7 +197,7 @@ def _explicit_bptt_in_parts(loops: _TimeLoops, sequences: tf.Tensor, initial: Se
     if LOOP_PARTS == 1:
         return _explicit_bptt(loops, sequences, initial, *weights)
     results = [_explicit_bptt(loops, sequences[a:b], [s[a:b] for s in initial], *weights)
-               for a, b in _batch_parts(tf.shape(sequences)[0], LOOP_PARTS)]
+               for a, b in batch_parts(tf.shape(sequences)[0], LOOP_PARTS)]
     return (tf.concat([outputs for outputs, _ in results], 0),
             [tf.concat([final[k] for _, final in results], 0) for k in range(len(initial))])
 

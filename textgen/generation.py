@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from textgen.fast_recurrent import cell_math, weights_split
+from textgen.fast_recurrent import LOOP_PARTS, batch_parts, cell_math, weights_split
 from textgen.models import output_weights, recurrent_layers
 from textgen.sampling import apply_repetition_penalty, sample_next, temperature_list
 from textgen.tokenizers import UNK_ID, Tokenizer
@@ -27,6 +27,7 @@ from textgen.tokenizers import UNK_ID, Tokenizer
 # about a millisecond of Python and TensorFlow overhead, which short calls would pay too often).
 FIRST_CHUNK_TOKENS = 16
 MAX_CHUNK_TOKENS = 1024
+PART_MIN_STREAMS = 8  # fewer streams per part: one loop (thin parts gain too little)
 CALL_TOKENS = 8192
 TABLE_MAX_FLOATS = 4_000_000  # the first layer's input table is kept when at most 16 MB
 
@@ -96,7 +97,7 @@ class Generator:
         signature = [
             tf.TensorSpec([None, vocab], tf.float32), states, tf.TensorSpec([None, vocab], tf.bool),
             scalar[0], tf.TensorSpec([None], tf.float32), scalar[0], scalar[1], scalar[1], scalar[0],
-            scalar[0]]
+            scalar[0], scalar[0]]
         self._prime = tf.function(self.prime_graph,
                                   input_signature=[tf.TensorSpec([None, None], tf.int32)])
         # Under XLA the tokens go to a buffer of MAX_CHUNK_TOKENS (shapes are compile-time), of
@@ -105,6 +106,9 @@ class Generator:
         self._sample = tf.function(
             lambda *args: self.sample_graph(*args, capacity=capacity), input_signature=signature,
             jit_compile=xla)
+        # A compiled loop runs on one core: batches of several streams are cut into parts whose
+        # loops TensorFlow runs side by side (see fast_recurrent.LOOP_PARTS).
+        self._sample_in_parts = tf.function(self._sample_parts, input_signature=signature)
 
     @staticmethod
     def _state_returning_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
@@ -189,8 +193,19 @@ class Generator:
             position += count
         return self._logits(x), new_states
 
+    def _sample_parts(self, logits, states, seen, steps, temperatures, top_k, top_p, penalty, seed, offset,
+                      first_row):
+        """`_sample` over LOOP_PARTS parts of the batch, each drawing the noise of its rows."""
+        parts = [self._sample(logits[a:b], [s[a:b] for s in states], seen[a:b], steps, temperatures, top_k,
+                              top_p, penalty, seed, offset, first_row + a)
+                 for a, b in batch_parts(tf.shape(logits)[0], LOOP_PARTS)]
+        tokens, logits, states, seen = zip(*parts, strict=True)
+        return (tf.concat(tokens, 0), tf.concat(logits, 0),
+                [tf.concat([part[k] for part in states], 0) for k in range(len(self.state_units))],
+                tf.concat(seen, 0))
+
     def sample_graph(self, logits, states, seen, steps, temperatures, top_k, top_p, penalty, seed,
-                     offset, capacity: int | None = None):
+                     offset, first_row=0, capacity: int | None = None):
         """Sample `steps` tokens in a `tf.while_loop` -> ids [batch, capacity or steps], logits,
         states, seen (with a `capacity`, ids past `steps` are zeros).
 
@@ -208,7 +223,8 @@ class Generator:
             penalised = penalty != 1
             logits = tf.cond(penalised, lambda: apply_repetition_penalty(logits, seen, penalty),
                              lambda: logits)
-            ids = sample_next(logits, temperature, top_k, top_p, tf.stack([seed, step]), self.banned)
+            ids = sample_next(logits, temperature, top_k, top_p, tf.stack([seed, step]), self.banned,
+                              first_row)
             seen = tf.cond(penalised, lambda: tf.logical_or(seen, tf.one_hot(
                 ids, self.tokenizer.vocab_size, on_value=True, off_value=False)), lambda: seen)
             logits, states = self.lean_step(ids, states)
@@ -237,12 +253,13 @@ class Generator:
                     tf.constant(int(seed)))
         sizes = chunk_sizes(length, num_samples) if chunk is None else (
             min(chunk, length - done) for done in range(0, length, chunk))
+        sample = self._sample_in_parts if num_samples >= PART_MIN_STREAMS * LOOP_PARTS > 1 else self._sample
         done = 0
         for size in sizes:
             for part in range(0, size, MAX_CHUNK_TOKENS):  # a fixed chunk may exceed the buffer
                 steps = min(MAX_CHUNK_TOKENS, size - part)
-                tokens, logits, states, seen = self._sample(logits, states, seen, tf.constant(steps),
-                                                            *settings, tf.constant(done))
+                tokens, logits, states, seen = sample(logits, states, seen, tf.constant(steps), *settings,
+                                                      tf.constant(done), tf.constant(0))
                 yield tokens.numpy()[:, :steps]
                 done += steps
 

@@ -49,24 +49,26 @@ def _mix32(x: tf.Tensor) -> tf.Tensor:
     return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
 
 
-def uniform_noise(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def uniform_noise(shape: tf.Tensor, seed: tf.Tensor, first_row: tf.Tensor | int = 0) -> tf.Tensor:
     """Uniform numbers in (0, 1) of a [batch, vocab] shape, a pure function of (seed, position).
 
     A counter-based hash in 32-bit integer ops rather than TensorFlow's Philox kernels: those
     give different numbers under XLA than without it, and the same seed must give the same
     text from the compiled generator, an exported SavedModel and a TFLite model driven from
-    Python. `seed` is [seed, step]; each entry of the matrix gets its own counter.
+    Python. `seed` is [seed, step]; each entry of the matrix gets its own counter. `first_row`
+    is the batch row the first of these rows is, so that parts of a batch draw what the whole
+    batch would.
     """
     seed = tf.cast(seed, tf.uint32)
     key = _mix32(tf.bitwise.bitwise_xor(_mix32(seed[0] + tf.constant(0x9E3779B9, tf.uint32)), seed[1]))
-    counter = tf.cast(tf.reshape(tf.range(shape[0] * shape[1]), shape), tf.uint32)
+    counter = tf.cast(tf.reshape(tf.range(shape[0] * shape[1]) + first_row * shape[1], shape), tf.uint32)
     bits = _mix32(tf.bitwise.bitwise_xor(_mix32(counter), key))
     return tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * 2.0**-24 + 2.0**-25
 
 
-def gumbel_noise(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def gumbel_noise(shape: tf.Tensor, seed: tf.Tensor, first_row: tf.Tensor | int = 0) -> tf.Tensor:
     """Standard Gumbel noise: -log(-log(U))."""
-    return -tf.math.log(-tf.math.log(uniform_noise(shape, seed)))
+    return -tf.math.log(-tf.math.log(uniform_noise(shape, seed, first_row)))
 
 
 def apply_repetition_penalty(logits: tf.Tensor, seen: tf.Tensor, penalty: tf.Tensor) -> tf.Tensor:
@@ -77,10 +79,12 @@ def apply_repetition_penalty(logits: tf.Tensor, seen: tf.Tensor, penalty: tf.Ten
 
 
 def sample_next(logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, top_p: tf.Tensor,
-                seed: tf.Tensor, banned: tf.Tensor | None = None) -> tf.Tensor:
+                seed: tf.Tensor, banned: tf.Tensor | None = None,
+                first_row: tf.Tensor | int = 0) -> tf.Tensor:
     """logits [batch, vocab] -> ids [batch]; temperature 0 is greedy (argmax).
 
-    `seed` is a shape-[2] int tensor; `banned` is a [vocab] bool mask of ids never emitted.
+    `seed` is a shape-[2] int tensor; `banned` is a [vocab] bool mask of ids never emitted;
+    `first_row` the row of a larger batch that these rows start at (see `uniform_noise`).
     """
     logits = tf.cast(logits, tf.float32)
     if banned is not None:
@@ -91,5 +95,6 @@ def sample_next(logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, top
     scaled = tf.cond(top_k > 0, lambda: filter_top_k(scaled, top_k), lambda: scaled)
     scaled = tf.cond(top_p < 1, lambda: filter_top_p(scaled, top_p), lambda: scaled)
     # Gumbel-max: argmax(logits + Gumbel noise) is an exact draw from softmax(logits).
-    sampled = tf.argmax(scaled + gumbel_noise(tf.shape(scaled), seed), axis=-1, output_type=tf.int32)
+    noise = gumbel_noise(tf.shape(scaled), seed, first_row)
+    sampled = tf.argmax(scaled + noise, axis=-1, output_type=tf.int32)
     return tf.where(temperature > 0, sampled, greedy)
