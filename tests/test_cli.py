@@ -421,3 +421,9 @@ def test_evaluate_bad_text(data, message, char_model, tmp_path, capsys):
     path.write_bytes(data)
     code, out, err = run_cli(["evaluate", char_model, path], capsys)
     assert code == 2 and message in err and out == ""
+
+
+@pytest.mark.parametrize(("window", "message"), [("0", "--seq-len"), ("6000", "fewer than one window")])
+def test_evaluate_bad_window(window, message, char_model, held_out_file, capsys):
+    code, out, err = run_cli(["evaluate", char_model, held_out_file, "--seq-len", window], capsys)
+    assert code == 2 and message in err and out == "" and len(err.strip().splitlines()) == 1

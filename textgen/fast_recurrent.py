@@ -273,6 +273,7 @@ class _ExplicitBPTT:
     """Mixin: the CPU training path of a Keras recurrent layer. Subclasses name their loops."""
 
     loops: _TimeLoops
+    _carried: _CarriedStates | None = None  # set by carry_states
 
     def explicit_bptt_applies(self, mask, training) -> bool:
         """Whether this call trains on the CPU with settings the explicit loops implement."""
@@ -287,7 +288,7 @@ class _ExplicitBPTT:
                     and not _gpu_visible())
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
-        carried = getattr(self, "_carried", None) if training else None
+        carried = self._carried if training else None
         if carried is not None:  # truncated BPTT: start where the previous batch ended, no gradient back
             initial_state = [tf.stop_gradient(tf.cast(v, sequences.dtype)) for v in carried.states]
         if self.explicit_bptt_applies(mask, training):
