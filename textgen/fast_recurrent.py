@@ -7,7 +7,8 @@ training on a CPU, these layers replace that loop with the classic hand-written 
 
 - the input projection of every time step is one large matmul, before the loop;
 - the forward loop computes only `h @ U` and the gate arithmetic, compiled with XLA, and keeps
-  what the backward pass needs (LSTM: the activated gates; SimpleRNN: the output; GRU: h @ U);
+  what the backward pass needs (LSTM: the activated gates and tanh(c); SimpleRNN: the output;
+  GRU: h @ U);
   the batch is cut into parts whose loops run side by side, one per core (LOOP_PARTS);
 - the backward loop runs back through time once: one `dz @ U^T` per step and the derivatives of
   the (elementwise) gate arithmetic, written out for LSTM and SimpleRNN from the kept
@@ -61,17 +62,23 @@ class _LSTMRule(_AnalyticRule):
     @staticmethod
     def step(z, state):
         _, c = state
-        i, f, g, o = tf.split(z, 4, axis=-1)  # Keras' gate order
-        i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
+        # sigmoid(x) = (1 + tanh(x / 2)) / 2: one tanh over all four gates (Keras' order i, f, g, o)
+        # instead of three sigmoids and a tanh on slices, the gates' costliest arithmetic
+        units = c.shape[-1] or tf.shape(c)[-1]
+        half = tf.fill([units], 0.5)
+        scale = tf.concat([half, half, tf.ones([units]), half], 0)
+        shift = tf.concat([half, half, tf.zeros([units]), half], 0)
+        gates = tf.tanh(z * scale) * scale + shift
+        i, f, g, o = tf.split(gates, 4, axis=-1)
         c = f * c + i * g
-        return (o * tf.tanh(c), c), tf.concat([i, f, g, o], -1)
+        tanh_c = tf.tanh(c)
+        return (o * tanh_c, c), tf.concat([gates, tanh_c], -1)
 
     @staticmethod
     def gradient(kept, state, upstream):
         _, c_before = state
         d_h, d_c = upstream
-        i, f, g, o = tf.split(kept, 4, axis=-1)
-        tanh_c = tf.tanh(f * c_before + i * g)
+        i, f, g, o, tanh_c = tf.split(kept, 5, axis=-1)
         d_c = d_c + d_h * o * (1.0 - tanh_c * tanh_c)
         d_z = tf.concat([d_c * g * i * (1.0 - i), d_c * c_before * f * (1.0 - f), d_c * i * (1.0 - g * g),
                          d_h * tanh_c * o * (1.0 - o)], -1)
@@ -229,11 +236,11 @@ def _explicit_bptt(loops: _TimeLoops, sequences: tf.Tensor, initial: Sequence[tf
             flat_h = tf.reshape(previous[0], [steps * batch, units])
             d_x = tf.reshape(tf.matmul(d_xw, kernel, transpose_b=True), [steps, batch, features])
             d_x = tf.transpose(d_x, [1, 0, 2])
-            if loops.additive:  # both weight gradients in one matmul: [x | h]^T @ dz
-                d_weights = tf.matmul(tf.concat([flat_x, flat_h], 1), d_xw, transpose_a=True)
-                d_kernel, d_recurrent = d_weights[:features], d_weights[features:]
-                d_bias = tf.reduce_sum(d_xw, 0)
-                d_input_bias, d_recurrent_bias = d_bias, d_bias
+            if loops.additive:  # both weight gradients and the bias in one matmul: [x | h | 1]^T @ dz
+                ones = tf.ones([steps * batch, 1], flat_x.dtype)  # the bias gradient: the sum of dz's rows
+                d_weights = tf.matmul(tf.concat([flat_x, flat_h, ones], 1), d_xw, transpose_a=True)
+                d_kernel, d_recurrent = d_weights[:features], d_weights[features:features + units]
+                d_input_bias = d_recurrent_bias = d_weights[-1]
             else:
                 d_hu = tf.reshape(d_hu, [steps * batch, gates])
                 d_kernel = tf.matmul(flat_x, d_xw, transpose_a=True)
