@@ -142,10 +142,13 @@ class _TimeLoops:
         return tuple(seq.stack() for seq in sequences), kept.stack()
 
     def _backward(self, d_outputs: tf.Tensor, d_final: State, xw: tf.Tensor, kept: tf.Tensor,
-                  previous: State, recurrent: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, State]:
+                  previous: State, recurrent_t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, State]:
         """Gradients of xw and of h @ U + b_u at every step, and of the initial states.
 
         `previous[k][t]` is state k before step t; `d_outputs[t]` the gradient of h after step t.
+        `recurrent_t` is U transposed by the caller: XLA's CPU dot multiplies by a transposed
+        operand about twice as slowly, and inside the compiled loop it would fold the transpose
+        back into the dot.
         """
         steps = tf.shape(xw)[0]
 
@@ -164,7 +167,7 @@ class _TimeLoops:
                 g_xw, g_hu, g_state = tape.gradient(new, [xw_t, hu_t, state], output_gradients=upstream,
                                                     unconnected_gradients=tf.UnconnectedGradients.ZERO)
                 d_hu = d_hu.write(t, g_hu)
-            g_state = (g_state[0] + tf.matmul(g_hu, recurrent, transpose_b=True), *g_state[1:])
+            g_state = (g_state[0] + tf.matmul(g_hu, recurrent_t), *g_state[1:])
             return k + 1, g_state, d_xw.write(t, g_xw), d_hu
 
         arrays = (tf.TensorArray(xw.dtype, steps), tf.TensorArray(xw.dtype, 0 if self.additive else steps))
@@ -231,7 +234,7 @@ def _explicit_bptt(loops: _TimeLoops, sequences: tf.Tensor, initial: Sequence[tf
             d_final = tuple(tf.zeros_like(s0) if d is None else d
                             for d, s0 in zip(d_final, initial, strict=True))
             d_xw, d_hu, d_initial = loops.backward(tf.transpose(d_outputs, [1, 0, 2]), d_final, xw, kept,
-                                                   previous, recurrent)
+                                                   previous, tf.transpose(recurrent))
             d_xw = tf.reshape(d_xw, [steps * batch, gates])
             flat_h = tf.reshape(previous[0], [steps * batch, units])
             d_x = tf.reshape(tf.matmul(d_xw, kernel, transpose_b=True), [steps, batch, features])
