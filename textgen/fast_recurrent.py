@@ -202,12 +202,15 @@ def _explicit_bptt_in_parts(loops: _TimeLoops, sequences: tf.Tensor, initial: Se
     Rows of a batch are independent, so each part is a whole forward and backward of its own;
     the weights' gradients of the parts add up (TensorFlow sums the gradients of a tensor used
     several times). Parts are cut on the batch axis of [batch, time, features] tensors, where
-    each is one contiguous block: no time-major copy is sliced or joined.
+    each is one contiguous block: no time-major copy is sliced or joined. They are cut by
+    `tf.split`, whose gradient joins the parts' gradients in one copy; a slice's gradient would
+    pad each part's to the whole batch with zeros and add them up.
     """
     if LOOP_PARTS == 1:
         return _explicit_bptt(loops, sequences, initial, *weights)
-    results = [_explicit_bptt(loops, sequences[a:b], [s[a:b] for s in initial], *weights)
-               for a, b in batch_parts(tf.shape(sequences)[0], LOOP_PARTS)]
+    sizes = tf.stack([b - a for a, b in batch_parts(tf.shape(sequences)[0], LOOP_PARTS)])
+    pieces = [tf.split(tensor, sizes, num=LOOP_PARTS) for tensor in (sequences, *initial)]
+    results = [_explicit_bptt(loops, part[0], list(part[1:]), *weights) for part in zip(*pieces, strict=True)]
     return (tf.concat([outputs for outputs, _ in results], 0),
             [tf.concat([final[k] for _, final in results], 0) for k in range(len(initial))])
 
