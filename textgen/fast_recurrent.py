@@ -46,19 +46,22 @@ class _AnalyticRule:
     """An additive cell's step written with its derivative, so that the backward loop reuses the
     activations the forward kept instead of recomputing them under a tape."""
 
+    kept_count = 1  # how many tensors `step` keeps per step
+
     @staticmethod
     def step(z: tf.Tensor, state: State) -> tuple[State, tf.Tensor]:
         """(z = xw + hu, states) -> (new states, what to keep for the backward pass)."""
         raise NotImplementedError
 
     @staticmethod
-    def gradient(kept: tf.Tensor, state: State, upstream: State) -> tuple[tf.Tensor, State]:
+    def gradient(kept: State, state: State, upstream: State) -> tuple[tf.Tensor, State]:
         """(kept, states before the step, gradients of the new states) -> (dz, gradients of the
         states before the step, except the part through h @ U)."""
         raise NotImplementedError
 
 
 class _LSTMRule(_AnalyticRule):
+    kept_count = 2
     @staticmethod
     def step(z, state):
         _, c = state
@@ -72,13 +75,14 @@ class _LSTMRule(_AnalyticRule):
         i, f, g, o = tf.split(gates, 4, axis=-1)
         c = f * c + i * g
         tanh_c = tf.tanh(c)
-        return (o * tanh_c, c), tf.concat([gates, tanh_c], -1)
+        return (o * tanh_c, c), (gates, tanh_c)  # kept apart: a concat is a copy XLA does not vectorize
 
     @staticmethod
     def gradient(kept, state, upstream):
         _, c_before = state
         d_h, d_c = upstream
-        i, f, g, o, tanh_c = tf.split(kept, 5, axis=-1)
+        gates, tanh_c = kept
+        i, f, g, o = tf.split(gates, 4, axis=-1)
         d_c = d_c + d_h * o * (1.0 - tanh_c * tanh_c)
         d_z = tf.concat([d_c * g * i * (1.0 - i), d_c * c_before * f * (1.0 - f), d_c * i * (1.0 - g * g),
                          d_h * tanh_c * o * (1.0 - o)], -1)
@@ -89,12 +93,13 @@ class _SimpleRule(_AnalyticRule):
     @staticmethod
     def step(z, state):
         h = tf.tanh(z)
-        return (h,), h
+        return (h,), (h,)
 
     @staticmethod
     def gradient(kept, state, upstream):
         (d_h,) = upstream
-        return d_h * (1.0 - kept * kept), (tf.zeros_like(d_h),)
+        (h,) = kept
+        return d_h * (1.0 - h * h), (tf.zeros_like(d_h),)
 
 
 def _lstm_math(xw: tf.Tensor, hu: tf.Tensor, state: State) -> State:
@@ -121,7 +126,7 @@ class _TimeLoops:
         self.backward = tf.function(self._backward, jit_compile=True)
 
     def _forward(self, xw: tf.Tensor, recurrent: tf.Tensor, recurrent_bias: tf.Tensor,
-                 initial: State) -> tuple[State, tf.Tensor]:
+                 initial: State) -> tuple[State, State]:
         """xw [time, batch, gates] -> every state at every step [time, batch, units] each, and what
         the backward pass needs of each step: the rule's activations for additive cells,
         hu = h @ U + b_u for the others (kept so that the backward need not recompute it)."""
@@ -132,16 +137,18 @@ class _TimeLoops:
             if self.additive:
                 state, keep = self.rule.step(xw[t] + hu, state)
             else:
-                state, keep = self.math(xw[t], hu, state), hu
+                state, keep = self.math(xw[t], hu, state), (hu,)
             return (t + 1, state, tuple(seq.write(t, s) for seq, s in zip(sequences, state, strict=True)),
-                    kept.write(t, keep))
+                    tuple(array.write(t, k) for array, k in zip(kept, keep, strict=True)))
 
         arrays = tuple(tf.TensorArray(xw.dtype, steps) for _ in initial)
-        _, _, sequences, kept = tf.while_loop(
-            lambda t, *_: t < steps, body, (0, tuple(initial), arrays, tf.TensorArray(xw.dtype, steps)))
-        return tuple(seq.stack() for seq in sequences), kept.stack()
+        kept_count = self.rule.kept_count if self.additive else 1
+        kept = tuple(tf.TensorArray(xw.dtype, steps) for _ in range(kept_count))
+        _, _, sequences, kept = tf.while_loop(lambda t, *_: t < steps, body,
+                                              (0, tuple(initial), arrays, kept))
+        return tuple(seq.stack() for seq in sequences), tuple(array.stack() for array in kept)
 
-    def _backward(self, d_outputs: tf.Tensor, d_final: State, xw: tf.Tensor, kept: tf.Tensor,
+    def _backward(self, d_outputs: tf.Tensor, d_final: State, xw: tf.Tensor, kept: State,
                   previous: State, recurrent_t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, State]:
         """Gradients of xw and of h @ U + b_u at every step, and of the initial states.
 
@@ -157,10 +164,10 @@ class _TimeLoops:
             state = tuple(p[t] for p in previous)
             upstream = (d_state[0] + d_outputs[t], *d_state[1:])
             if self.additive:
-                g_xw, g_state = self.rule.gradient(kept[t], state, upstream)
+                g_xw, g_state = self.rule.gradient(tuple(k[t] for k in kept), state, upstream)
                 g_hu = g_xw
             else:
-                xw_t, hu_t = xw[t], kept[t]
+                xw_t, hu_t = xw[t], kept[0][t]
                 with tf.GradientTape() as tape:
                     tape.watch([xw_t, hu_t, state])
                     new = self.math(xw_t, hu_t, state)
