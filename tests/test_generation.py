@@ -80,20 +80,22 @@ def test_chunks_start_small_and_grow_to_a_cap_that_shrinks_with_more_samples():
     assert list(chunk_sizes(0, 1)) == []
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_derived_weights_give_the_text_of_the_plain_step(cell):
-    """The sampling loop looks the first layer's input projection up in a table, and later layers
-    of additive cells multiply by stacked kernels; a generator without them (as exports build it)
-    writes the same text, and they follow the weights after these change."""
+@pytest.mark.parametrize(("cell", "tied"), [("lstm", False), ("gru", False), ("rnn", False), ("lstm", True)])
+def test_derived_weights_give_the_text_of_the_plain_step(cell, tied):
+    """The sampling loop looks the first layer's input projection up in a table, later layers of
+    additive cells multiply by stacked kernels, and a tied model scores by the embedding kept
+    transposed; a generator without them (as exports build it) writes the same text, and they
+    follow the weights after these change."""
     keras.utils.set_random_seed(4)
     tokenizer = CharTokenizer(list("abcdefghijklmnop"))
     model = build_model(ModelConfig(vocab_size=tokenizer.vocab_size, cell=cell, layers=2, units=8,
-                                    embedding_dim=4))
-    output = model.get_layer("logits")
+                                    embedding_dim=8 if tied else 4, tie_weights=tied))
+    output = model.get_layer("embedding" if tied else "logits")
     output.set_weights([w * 30 for w in output.get_weights()])  # text that depends on the states
     with_table = Generator(model, tokenizer)
     assert with_table.input_table is not None
     assert (with_table.stacked_kernels[1] is not None) == (cell != "gru")
+    assert (with_table.output_kernel is not None) == tied
     options = {"num_samples": 3, "temperature": 1.0, "seed": 2}
     before = with_table.generate("ab", 80, **options)
     assert Generator(model, tokenizer, derived_weights=False).generate("ab", 80, **options) == before
