@@ -85,6 +85,21 @@ def test_mirrored_on_two_cpu_devices_trains_like_one_device(mirrored_model, corp
     assert mirrored["val_loss"][2] < mirrored["val_loss"][0] - 0.2, losses  # and it learned
 
 
+def test_carry_state_with_several_replicas_says_so_and_trains_on_shuffled_windows(corpus_file, tmp_path):
+    """Carried states are one per row of the whole batch, which replicas would have to split: the
+    run says it falls back to shuffled windows, and trains."""
+    args = [a for a in COMMON if a != "--quiet"]  # the fallback is said on the run's output
+    proc = textgen_process(["train", corpus_file, *args, "--epochs", "1", "--carry-state", "--cpu-devices",
+                            "2", "--output-dir", tmp_path, "--name", "c"], tmp_path / "log.txt")
+    code = finish([proc])
+    log = (tmp_path / "log.txt").read_text()
+    assert code == [0], log
+    assert ("--carry-state: the replicas would each need their own states; training on shuffled windows "
+            "instead.") in log, log
+    assert read_json(tmp_path / "c" / "config.json")["replicas"] == 2
+    assert len(read_json(tmp_path / "c" / "history.json")["loss"]) == 1
+
+
 def test_two_workers_train_resume_and_only_the_chief_writes(mirrored_model, corpus_file, tmp_path, capsys):
     """Two real worker processes on loopback ports share each batch of 16 (8 windows each): their
     run, stopped after epoch 1 and resumed, gives the losses of the 2-replica mirrored run."""

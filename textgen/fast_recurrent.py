@@ -49,7 +49,7 @@ class _AnalyticRule:
     kept_count = 1  # how many tensors `step` keeps per step
 
     @staticmethod
-    def step(z: tf.Tensor, state: State) -> tuple[State, tf.Tensor]:
+    def step(z: tf.Tensor, state: State) -> tuple[State, State]:
         """(z = xw + hu, states) -> (new states, what to keep for the backward pass)."""
         raise NotImplementedError
 
@@ -62,6 +62,7 @@ class _AnalyticRule:
 
 class _LSTMRule(_AnalyticRule):
     kept_count = 2
+
     @staticmethod
     def step(z, state):
         _, c = state
