@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from textgen import training
+
 from conftest import SHAKESPEARE, TINY, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,6 +243,29 @@ def test_ctrl_c_saves_what_was_finished(corpus_file, tmp_path):
     assert "Traceback" not in err and "Interrupted" in out
     config = json.loads((tmp_path / "int" / "config.json").read_text())
     assert config["result"]["stopped"] == "interrupted" and config["result"]["epochs"] >= 1
+
+
+def test_ctrl_c_landing_in_a_finalizer_still_interrupts(corpus_file, tmp_path, capsys, monkeypatch):
+    """Ctrl-C pressed while Python runs a __del__, which swallows a KeyboardInterrupt raised there
+    ("Exception ignored in"), still stops the run after the step, and what was finished is saved."""
+    class PressesCtrlCWhenCollected:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)
+            sum(range(1000))  # bytecode for the handler to run in, inside __del__
+
+    epoch_end = training.EpochLog.on_epoch_end
+
+    def on_epoch_end(self, epoch, logs=None):
+        epoch_end(self, epoch, logs)
+        if epoch == 0:
+            PressesCtrlCWhenCollected()  # collected at once, in the middle of the epoch's callbacks
+
+    monkeypatch.setattr(training.EpochLog, "on_epoch_end", on_epoch_end)
+    code, _, err = run_cli(["train", corpus_file, *TINY, "--epochs", "4", "--output-dir", tmp_path,
+                            "--name", "c"], capsys)
+    assert code == 130 and "Traceback" not in err and "Exception ignored" not in err
+    result = json.loads((tmp_path / "c" / "config.json").read_text())["result"]
+    assert result["stopped"] == "interrupted" and result["epochs"] == 1
 
 
 def test_resume_after_sigkill_continues_the_killed_run(tmp_path, capsys):

@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -180,6 +181,45 @@ class Budget(keras.callbacks.Callback):
         if not self.reason and (reason := self._spent()):
             self.reason = reason
             self.model.stop_training = True
+
+
+class CtrlCBetweenSteps(keras.callbacks.Callback):
+    """While `fit` runs, turns the first Ctrl-C into a KeyboardInterrupt raised at the next step's end.
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be when the signal lands;
+    inside a `__del__` or a weakref callback (frequent at an epoch's end, as iterators and saves
+    are collected) it is printed as "Exception ignored" and swallowed, and training went on as if
+    no key was pressed. Raised from here, it always reaches fit's caller. A second Ctrl-C before
+    the step ends interrupts at once, as usual.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.pressed = False
+        self._previous: Any = None
+
+    def __enter__(self) -> CtrlCBetweenSteps:
+        with contextlib.suppress(ValueError):  # not the main thread: signals do not reach it anyway
+            self._previous = signal.signal(signal.SIGINT, self._press)
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        if self.pressed and exc_type is None:  # pressed after the last step's end
+            raise KeyboardInterrupt
+
+    def _press(self, signum, frame) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+
+    def _raise_if_pressed(self, *_args, **_kwargs) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_begin = on_epoch_end = _raise_if_pressed
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -661,9 +701,10 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     start = time.perf_counter()
     interrupted = False
     try:
-        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-                  steps_per_epoch=steps_per_epoch, shuffle=False,
-                  verbose=2 if options.verbose == 2 else ("auto" if options.verbose else 0))
+        with CtrlCBetweenSteps() as ctrl_c:
+            model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=[*callbacks, ctrl_c],
+                      steps_per_epoch=steps_per_epoch, shuffle=False,
+                      verbose=2 if options.verbose == 2 else ("auto" if options.verbose else 0))
     except KeyboardInterrupt:
         interrupted = True
         log("\nInterrupted: saving what was finished...")
