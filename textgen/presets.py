@@ -21,6 +21,7 @@ is DEFAULT_WITHOUT_TIME_LIMIT.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -181,20 +182,27 @@ def _auto(level: str, vocab_size: int, budget: Budget, given: dict,
     raise AssertionError("unreachable: the smallest preset is always accepted")
 
 
-_measured: list[float] = []
+_measured: dict[str, float] = {}
 
 
-def measured_matmul_flops(size: int = 1024, seconds: float = 0.2) -> float:
-    """float32 FLOP/s of this machine's default TensorFlow device, measured once per process."""
-    if not _measured:
+def measured_matmul_flops(dtype: str = "float32", size: int = 1024, seconds: float = 0.2,
+                          warmup: float = 0.1) -> float:
+    """FLOP/s of a `dtype` matmul on this machine's default TensorFlow device, measured once per
+    process and dtype: a fast one of single products (the 90th percentile), after a warm-up. A
+    process's first products run slower (about 250 GFLOP/s, then 330 here, switching at a
+    different moment each time), and an average over 0.2 s swung auto's plans by 2x between
+    runs on the same machine (6.9, 9.2 and 12.7 passes of `large` for the same 30 minutes, and
+    `medium` in a fourth run); a long run sees the faster rate."""
+    if dtype not in _measured:
         import tensorflow as tf
 
-        a = tf.random.normal([size, size])
-        product = tf.function(lambda x: tf.reduce_sum(tf.matmul(x, x)))
-        product(a).numpy()  # traced and warmed up
-        runs, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds or runs < 3:
+        a = tf.cast(tf.random.normal([size, size]), dtype)
+        product = tf.function(lambda x: tf.reduce_sum(tf.cast(tf.matmul(x, x), "float32")))
+        rates: list[float] = []
+        start = time.perf_counter()
+        while (now := time.perf_counter()) - start < warmup + seconds or len(rates) < 2:
             product(a).numpy()
-            runs += 1
-        _measured.append(2 * size**3 * runs / max(elapsed, 1e-9))
-    return _measured[0]
+            if now - start >= warmup:  # traced, warmed up: time this one
+                rates.append(2 * size**3 / max(time.perf_counter() - now, 1e-9))
+        _measured[dtype] = statistics.quantiles(rates, n=10)[-1]
+    return _measured[dtype]
