@@ -37,6 +37,7 @@ def textgen_run(folder: Path, tail: Path, seconds: float, extra: list[str]) -> d
     return {"model": f"{model['cell'].upper()} {model['layers']}x{model['units']}, embedding "
                      f"{model['embedding_dim']}, dropout {model['dropout']}",
             "lr": config["train"]["lr"], "batch": config["train"]["batch_size"],
+            "precision": config["precision_used"],
             "parameters": config["result"]["parameters"], "epochs": config["result"]["epochs"],
             "steps": config["result"]["steps"],
             "val_loss_curve": [round(v, 4) for v in history["val_loss"] if v is not None],

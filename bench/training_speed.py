@@ -1,11 +1,12 @@
 """Training throughput of `textgen train` next to PyTorch, same shapes, same run.
 
     pip install torch==2.13.0        # the reference (a CPU build)
-    python bench/training_speed.py   # prints one JSON object; --cells lstm,gru --steps 50
+    python bench/training_speed.py   # prints one JSON object; --cells lstm,gru --steps 50 --bf16
 
 Shapes of the speed issue: char model, 2 recurrent layers of 256 units, embedding 64,
 vocabulary 65, batch 64, sequence 100, Adam with gradient clipping. textgen's figure is the
-rate of the real command in steady state: `textgen train --steps-per-epoch STEPS --epochs 2`,
+rate of the real command in steady state: `textgen train --steps-per-epoch STEPS --epochs 2
+--precision float32`,
 and the tokens per second of its second epoch as its history.json records them (training time
 only; the first epoch holds the tracing).
 PyTorch's `nn.LSTM` / `nn.GRU` / `nn.RNN` run the same loop in a separate process with its
@@ -66,6 +67,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50,
                         help="steps per epoch (and PyTorch's measured steps)")
     parser.add_argument("--xla", action="store_true", help="also measure textgen train --xla")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also measure --precision float32_bf16_matmul (auto's choice on CPUs with AMX)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="alternate textgen and PyTorch runs this often; medians are reported")
     args = parser.parse_args()
@@ -79,11 +82,16 @@ def main() -> None:
             figures: dict = {"arithmetic_bound_tokens_per_s": round(peak * 1e9 / flops)}
             rates: dict[str, list[float]] = {}
             for _ in range(args.repeats):  # alternated, so that a noisy minute hits both
-                ours = textgen_rate(cell, SHAKESPEARE, folder, args.steps, [])
-                rates.setdefault("textgen", []).append(ours)
+                float32 = ["--precision", "float32"]  # PyTorch's arithmetic, whatever auto would pick
+                rates.setdefault("textgen", []).append(textgen_rate(cell, SHAKESPEARE, folder, args.steps,
+                                                                    float32))
                 if args.xla:
                     rates.setdefault("textgen_xla", []).append(
-                        textgen_rate(cell, SHAKESPEARE, folder, args.steps, ["--xla"]))
+                        textgen_rate(cell, SHAKESPEARE, folder, args.steps, [*float32, "--xla"]))
+                if args.bf16:
+                    rates.setdefault("textgen_bf16_matmul", []).append(
+                        textgen_rate(cell, SHAKESPEARE, folder, args.steps,
+                                     ["--precision", "float32_bf16_matmul"]))
                 torch = torch_rate(cell, args.steps)
                 if torch is not None:
                     rates.setdefault("pytorch", []).append(torch)

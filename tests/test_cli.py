@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from textgen import training
+import textgen
+from textgen import fast_recurrent, training
 
 from conftest import SHAKESPEARE, TINY, run_cli
 
@@ -195,6 +196,18 @@ def test_mixed_precision_run_trains_and_samples_on_cpu(policy, corpus_file, tmp_
     assert config["precision_used"] == policy
     code, out, _ = run_cli(["sample", tmp_path / "mixed", "--length", "10", "--seed", "1"], capsys)
     assert code == 0 and len(out) > 5
+
+
+def test_bf16_products_run_trains_float32_weights_and_says_so(corpus_file, tmp_path, capsys):
+    """Any CPU can run it (slowly without bfloat16 hardware): no warning, float32 weights, recorded."""
+    code, _, err = run_cli(["train", corpus_file, *TINY, "--precision", "float32_bf16_matmul",
+                            "--max-steps", "3", "--output-dir", tmp_path, "--name", "bf16"], capsys)
+    assert code == 0 and "warning" not in err, err
+    config = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    assert config["precision_used"] == "float32_bf16_matmul"
+    assert not fast_recurrent._bf16_products  # the setting ends with the run
+    model = textgen.load(tmp_path / "bf16").keras_model
+    assert model.get_layer("gru_0").compute_dtype == "float32"
 
 
 # -- unfinished runs -----------------------------------------------------------------------------

@@ -57,6 +57,25 @@ def test_same_outputs_and_gradients_as_the_stock_layer(cell, return_sequences, r
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_bf16_products_keep_outputs_and_gradients_within_bfloat16_rounding(cell):
+    """The products outside the loops round their operands to bfloat16 (8 bits of mantissa): a
+    relative error of a few 1e-3, and not none at all, which would mean they stayed float32."""
+    fast, _, states = twins(cell, return_sequences=True, return_state=True)
+    rng = np.random.default_rng(7)
+    inputs = tf.constant(rng.normal(0, 1, (4, 9, 5)).astype("float32"))
+    initial = [tf.constant(rng.normal(0, 0.5, (4, 6)).astype("float32")) for _ in range(states)]
+    exact_out, exact_grads, _ = outputs_and_gradients(fast, inputs, initial, training=True)
+    fast_recurrent.use_bf16_products(True)
+    try:
+        bf16_out, bf16_grads, _ = outputs_and_gradients(fast, inputs, initial, training=True)
+    finally:
+        fast_recurrent.use_bf16_products(False)
+    errors = [np.abs(ours - exact).max() / np.abs(exact).max()
+              for ours, exact in zip(bf16_out + bf16_grads, exact_out + exact_grads, strict=True)]
+    assert max(errors) < 3e-2 and min(errors) > 0, errors
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_a_training_step_in_a_compiled_model_matches_the_stock_layer(cell):
     """Inside `fit` (a traced train step, default zero states, two layers), losses stay equal."""
     fast_class, stock_class, _ = CELLS[cell]

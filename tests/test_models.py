@@ -5,7 +5,7 @@ import pytest
 from textgen.config import ModelConfig
 from textgen.errors import TextgenWarning
 from textgen.models import build_model, cudnn_problems, output_weights, recurrent_layers
-from textgen.precision import apply_precision, resolve_precision
+from textgen.precision import apply_precision, bf16_speedup, resolve_precision
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -23,12 +23,26 @@ def test_cudnn_check_catches_bad_settings():
     assert "activation is not tanh" in cudnn_problems(keras.layers.GRU(4, activation="relu"))
 
 
+def never_measured() -> float:
+    raise AssertionError("the bfloat16 speed-up was measured on a GPU machine")
+
+
 def test_precision_auto_picks_float16_only_on_tensor_core_gpus():
-    assert resolve_precision("auto", []) == "float32"
-    assert resolve_precision("auto", [(8, 0)]) == "mixed_float16"
-    assert resolve_precision("auto", [(6, 1)]) == "float32"
+    assert resolve_precision("auto", [(8, 0)], never_measured) == "mixed_float16"
+    assert resolve_precision("auto", [(6, 1)], never_measured) == "float32"
     with pytest.warns(TextgenWarning, match="no GPU was found"):
         assert resolve_precision("mixed_bfloat16", []) == "mixed_bfloat16"
+
+
+def test_precision_auto_takes_bf16_products_on_cpus_that_multiply_bfloat16_fast():
+    assert resolve_precision("auto", [], lambda: 4.3) == "float32_bf16_matmul"  # AMX, measured
+    assert resolve_precision("auto", [], lambda: 1.2) == "float32"
+    assert resolve_precision("auto", [], lambda: 0.05) == "float32"  # emulated bfloat16
+    assert resolve_precision("float32", [], never_measured) == "float32"
+
+
+def test_bf16_speedup_is_a_measured_ratio():
+    assert 0 < bf16_speedup() < 100
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])

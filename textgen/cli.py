@@ -151,9 +151,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.option("--val-file", type=click.Path(dir_okay=False), default=None,
               help="Validate on this file instead of a held-out tail.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Encoding of the text files.")
-@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
-              default="auto", show_default=True,
-              help="auto: mixed_float16 on CUDA GPUs with tensor cores, float32 elsewhere.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="auto: mixed_float16 on CUDA GPUs with tensor cores, float32_bf16_matmul on CPUs that "
+                   "multiply bfloat16 matrices fast (AMX), float32 elsewhere.")
 @click.option("--xla/--no-xla", default=False, show_default=True,
               help="Compile the training step with XLA (on CPUs it speeds LSTM up a little and slows "
                    "GRU down; on GPUs, Keras keeps cuDNN layers out of XLA).")

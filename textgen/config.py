@@ -13,7 +13,7 @@ from textgen.errors import TextgenError
 FORMAT_VERSION = 1
 CELLS = ("lstm", "gru", "rnn")
 LEVELS = ("char", "word")
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "float32_bf16_matmul", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
 
 

@@ -184,6 +184,26 @@ class _TimeLoops:
         return d_xw, d_xw if self.additive else d_hu.stack(), d_initial
 
 
+_bf16_products = False  # set by use_bf16_products
+
+
+def use_bf16_products(on: bool) -> None:
+    """Whether training's large matrix products outside the time loops (input projections and
+    weight gradients) take bfloat16 operands, summed in float32 and rounded to bfloat16, then
+    cast back to float32. CPUs with AMX run them about 4 times as fast; the loops stay float32
+    (XLA's CPU dot gains nothing from bfloat16), as do the weights and the states. Read when a
+    training step is traced."""
+    global _bf16_products
+    _bf16_products = on
+
+
+def _product(a: tf.Tensor, b: tf.Tensor, **kwargs) -> tf.Tensor:
+    """tf.matmul(a, b, **kwargs) in float32, from bfloat16 operands under use_bf16_products."""
+    if not _bf16_products:
+        return tf.matmul(a, b, **kwargs)
+    return tf.cast(tf.matmul(tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16), **kwargs), a.dtype)
+
+
 def _cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -233,7 +253,7 @@ def _explicit_bptt(loops: _TimeLoops, sequences: tf.Tensor, initial: Sequence[tf
         batch, steps, features = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
         flat_x = tf.reshape(tf.transpose(x, [1, 0, 2]), [-1, features])  # [time * batch, features]
         gates, units = tf.shape(kernel)[1], tf.shape(recurrent)[0]  # explicit: a part may be empty
-        xw = tf.reshape(tf.matmul(flat_x, kernel) + input_bias, [steps, batch, gates])
+        xw = tf.reshape(_product(flat_x, kernel) + input_bias, [steps, batch, gates])
         # stop_gradient: the gradient is ours; without it an eager GradientTape would ask
         # TensorFlow to differentiate the compiled loop as well, which XLA cannot
         sequences, kept = loops.forward(*tf.nest.map_structure(tf.stop_gradient, (
@@ -248,17 +268,17 @@ def _explicit_bptt(loops: _TimeLoops, sequences: tf.Tensor, initial: Sequence[tf
                                                    previous, tf.transpose(recurrent))
             d_xw = tf.reshape(d_xw, [steps * batch, gates])
             flat_h = tf.reshape(previous[0], [steps * batch, units])
-            d_x = tf.reshape(tf.matmul(d_xw, kernel, transpose_b=True), [steps, batch, features])
+            d_x = tf.reshape(_product(d_xw, kernel, transpose_b=True), [steps, batch, features])
             d_x = tf.transpose(d_x, [1, 0, 2])
             if loops.additive:  # both weight gradients and the bias in one matmul: [x | h | 1]^T @ dz
                 ones = tf.ones([steps * batch, 1], flat_x.dtype)  # the bias gradient: the sum of dz's rows
-                d_weights = tf.matmul(tf.concat([flat_x, flat_h, ones], 1), d_xw, transpose_a=True)
+                d_weights = _product(tf.concat([flat_x, flat_h, ones], 1), d_xw, transpose_a=True)
                 d_kernel, d_recurrent = d_weights[:features], d_weights[features:features + units]
                 d_input_bias = d_recurrent_bias = d_weights[-1]
             else:
                 d_hu = tf.reshape(d_hu, [steps * batch, gates])
-                d_kernel = tf.matmul(flat_x, d_xw, transpose_a=True)
-                d_recurrent = tf.matmul(flat_h, d_hu, transpose_a=True)
+                d_kernel = _product(flat_x, d_xw, transpose_a=True)
+                d_recurrent = _product(flat_h, d_hu, transpose_a=True)
                 d_input_bias, d_recurrent_bias = tf.reduce_sum(d_xw, 0), tf.reduce_sum(d_hu, 0)
             return (d_x, d_kernel, d_recurrent, d_input_bias, d_recurrent_bias, *d_initial)
 
