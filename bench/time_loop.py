@@ -1,4 +1,4 @@
-"""The forward loop over time of a GRU layer, alone, in four designs: which would train faster.
+"""The forward loop over time of a GRU layer, alone, in four designs (XLA or graph, float32 or bfloat16 h·U).
 
     python bench/time_loop.py [--units 768] [--batch 32] [--steps 100] [--threads 1]   # prints JSON
 
@@ -7,6 +7,7 @@ batch: `large` on 2 cores is GRU 768 over parts of 32 rows. Each step is h @ U (
 cannot leave the loop) plus the GRU's gate arithmetic. The designs: the loop compiled by XLA (what
 textgen runs) or as a plain TensorFlow graph, with h @ U in float32 or from bfloat16 operands
 (float32 sums). `--threads 1` pins TensorFlow to one core, as when the parts run side by side.
+A loop alone is not a training step: see the README for what the designs gave inside one.
 """
 
 from __future__ import annotations
