@@ -23,18 +23,21 @@ import common  # noqa: F401  (quiets TensorFlow's logging before it is imported)
 
 
 def gru_loop(steps: int, product_dtype, jit_compile: bool):
-    """A tf.function: xw [steps, batch, 3 units] -> every state [steps, batch, units]."""
+    """A tf.function: xw [steps, batch, 3 units] -> every state [steps, batch, units], each step
+    textgen's own GRU arithmetic (fast_recurrent.cell_math)."""
+    import keras
     import tensorflow as tf
+
+    from textgen.fast_recurrent import cell_math
+
+    gru_math, _ = cell_math(keras.layers.GRU(1))
 
     def loop(xw, recurrent, recurrent_bias, initial):
         recurrent_cast = tf.cast(recurrent, product_dtype)
 
         def body(t, h, states):
             hu = tf.cast(tf.matmul(tf.cast(h, product_dtype), recurrent_cast), tf.float32) + recurrent_bias
-            x_z, x_r, x_h = tf.split(xw[t], 3, axis=1)
-            h_z, h_r, h_h = tf.split(hu, 3, axis=1)
-            z, r = tf.sigmoid(x_z + h_z), tf.sigmoid(x_r + h_r)
-            h = z * h + (1.0 - z) * tf.tanh(x_h + r * h_h)
+            (h,) = gru_math(xw[t], hu, (h,))
             return t + 1, h, states.write(t, h)
 
         _, _, states = tf.while_loop(lambda t, *_: t < steps, body,
