@@ -1,6 +1,7 @@
 """The CLI driven as a user drives it: real files, real training, real model folders."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import pytest
 
 import textgen
@@ -99,6 +101,38 @@ def test_other_cells_train_and_sample(cell, corpus_file, tmp_path, capsys):
     config = json.loads((tmp_path / cell / "config.json").read_text())
     assert config["model"]["cell"] == cell and config["result"]["stopped"] == "max_steps"
     assert run_cli(["sample", tmp_path / cell, "--length", "10"], capsys)[0] == 0
+
+
+def test_sgd_with_embedding_dropout(corpus_file, tmp_path, capsys):
+    """PyTorch's word_language_model recipe: plain SGD at a high rate, the gradients' global norm
+    clipped, dropout on the embeddings; recorded, shown by info, and the model samples."""
+    code, _, err = run_cli(["train", corpus_file, *TINY, "--level", "word", "--seq-len", "16",
+                            "--optimizer", "sgd", "--lr", "20", "--clipnorm", "0.25",
+                            "--embedding-dropout", "0.2", "--max-steps", "4", "--output-dir", tmp_path,
+                            "--name", "sgd"], capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "sgd" / "config.json").read_text())
+    assert config["train"]["optimizer"] == "sgd" and config["model"]["embedding_dropout"] == 0.2
+    history = json.loads((tmp_path / "sgd" / "history.json").read_text())
+    assert all(math.isfinite(loss) for loss in history["loss"])
+    model = textgen.load(tmp_path / "sgd").keras_model
+    assert model.get_layer("dropout_embedding").rate == 0.2
+    code, out, _ = run_cli(["info", tmp_path / "sgd"], capsys)
+    assert code == 0 and " (embeddings 0.2)" in out and "sgd, global clipnorm 0.25" in out
+    assert run_cli(["sample", tmp_path / "sgd", "--length", "10"], capsys)[0] == 0
+
+
+def test_sgd_clips_the_global_norm_and_never_decays_weights():
+    from textgen.config import ModelConfig, TrainConfig
+    from textgen.models import build_model
+
+    model = build_model(ModelConfig(vocab_size=10, units=8, embedding_dim=8, layers=1))
+    training._compile(model, TrainConfig(optimizer="sgd", lr=20.0, clipnorm=0.25))
+    optimizer = model.optimizer
+    assert isinstance(optimizer, keras.optimizers.SGD) and not optimizer.momentum
+    assert optimizer.global_clipnorm == 0.25 and optimizer.clipnorm is None and optimizer.weight_decay is None
+    training._compile(model, TrainConfig(lr=1e-3))
+    assert isinstance(model.optimizer, keras.optimizers.AdamW) and model.optimizer.clipnorm == 1.0
 
 
 def test_window_defaults_follow_the_level(corpus_file, tmp_path, capsys):
@@ -316,6 +350,10 @@ def test_resume_after_sigkill_continues_the_killed_run(tmp_path, capsys):
     (["--seq-len", "5000"], "fewer than one window"),
     (["--cell", "transformer"], "'--cell'"),
     (["--val-fraction", "1.5"], "'--val-fraction'"),
+    (["--optimizer", "adam"], "'--optimizer'"),
+    (["--optimizer", "sgd"], "--optimizer sgd needs --lr: the presets' rates are AdamW's"),
+    (["--embedding-dropout", "1"], "'--embedding-dropout'"),
+    (["--optimizer", "sgd", "--weight-decay", "0.1"], "--weight-decay is AdamW's; --optimizer sgd trains"),
 ])
 def test_bad_training_settings(args, message, corpus_file, tmp_path, capsys):
     code, _, err = run_cli(["train", corpus_file, *TINY, *args, "--output-dir", tmp_path / "out"], capsys)

@@ -38,7 +38,8 @@ def test_fine_tuning_starts_from_the_base_and_lowers_its_loss(char_model, new_te
     train, val = new_text
     loud = [arg for arg in TINY if arg != "--quiet"]
     code, out, err = run_cli(["train", train, *loud, "--init-from", char_model, "--val-file", val,
-                              "--epochs", "1", "--dropout", "0.1", "--output-dir", tmp_path, "--name", "ft"],
+                              "--epochs", "1", "--dropout", "0.1", "--embedding-dropout", "0.1",
+                              "--output-dir", tmp_path, "--name", "ft"],
                              capsys)
     assert code == 0, err
     assert err.splitlines() == [line for line in err.splitlines() if line.startswith("textgen: warning:")]
@@ -55,7 +56,8 @@ def test_fine_tuning_starts_from_the_base_and_lowers_its_loss(char_model, new_te
     history = json.loads((tmp_path / "ft" / "history.json").read_text())
     assert history["val_loss"][-1] < base_loss
     config = config_of(tmp_path / "ft")
-    assert config["model"] == {**config_of(char_model)["model"], "dropout": 0.1}
+    # dropouts have no weights: the base's load into a network that drops more
+    assert config["model"] == {**config_of(char_model)["model"], "dropout": 0.1, "embedding_dropout": 0.1}
     assert (tmp_path / "ft" / "tokenizer.json").read_text() == (char_model / "tokenizer.json").read_text()
     assert folder_snapshot(char_model) == before
     code, out, _ = run_cli(["info", tmp_path / "ft"], capsys)
@@ -223,6 +225,7 @@ def fake_exports(folder: Path) -> dict[str, Path]:
     ("char", ["--max-vocab", "100"], "--max-vocab applies to fine-tuning only with --extend-vocab"),
     ("char", ["--extend-vocab", "--max-vocab", "10"], "--max-vocab 10 is smaller than the base model's"),
     (None, ["--extend-vocab"], "--extend-vocab and --init-checkpoint go with --init-from MODEL"),
+    ("char", ["--optimizer", "sgd"], "--optimizer sgd needs --lr: the presets' rates are AdamW's"),
     ("char", ["--greek"], "the base model's vocabulary has none of the new corpus's chars but spaces"),
 ])
 def test_fine_tuning_mistakes(base, args, message, char_model, new_text, tmp_path, capsys):

@@ -264,7 +264,8 @@ def load(model: str | os.PathLike, *, checkpoint: str = "best",
 def train(sources: str | os.PathLike | Sequence[str | os.PathLike], *, level: str | None = None,
           preset: str = "auto", cell: str | None = None, layers: int | None = None,
           units: int | None = None, embedding_dim: int | None = None, dropout: float | None = None,
-          tie_weights: bool | None = None, max_vocab: int | None = None, encoding: str = "utf-8",
+          embedding_dropout: float | None = None, tie_weights: bool | None = None,
+          max_vocab: int | None = None, encoding: str = "utf-8",
           val_file: str | None = None, tfds_data_dir: str | None = None,
           tfds_manual_dir: str | None = None, name: str | None = None,
           output_dir: str = "saved_models", force: bool = False, resume: bool = False,
@@ -278,10 +279,10 @@ def train(sources: str | os.PathLike | Sequence[str | os.PathLike], *, level: st
     return None.
 
     `level` and `max_vocab` left at None are char and 20000; the network settings left at None
-    (`cell`, `layers`, `units`, `embedding_dim`, `dropout`, `tie_weights`, and the `lr` among
-    `train_settings`) are the preset's. `init_from` fine-tunes a trained model (a folder or a name
-    in `output_dir`): the network is then the base model's, and giving a setting that differs is
-    an error; `extend_vocab` adds the new corpus's missing tokens to its vocabulary.
+    (`cell`, `layers`, `units`, `embedding_dim`, `dropout`, `embedding_dropout`, `tie_weights`, and
+    the `lr` among `train_settings`) are the preset's. `init_from` fine-tunes a trained model (a
+    folder or a name in `output_dir`): the network is then the base model's, and giving a setting
+    that differs is an error; `extend_vocab` adds the new corpus's missing tokens to its vocabulary.
 
     >>> model = textgen.train(corpus, level="word", cell="lstm", layers=1, units=16, seq_len=16,
     ...                       epochs=1, output_dir=models, name="words", verbose=0)
@@ -305,7 +306,7 @@ def train(sources: str | os.PathLike | Sequence[str | os.PathLike], *, level: st
     path = run_training(
         DataOptions([str(s) for s in sources], encoding=encoding, val_file=val_file,
                     tfds_data_dir=tfds_data_dir, tfds_manual_dir=tfds_manual_dir, **vocabulary),
-        ModelOptions(dropout=dropout, preset=preset, **shape),
+        ModelOptions(dropout=dropout, embedding_dropout=embedding_dropout, preset=preset, **shape),
         TrainConfig(**train_settings),
         RunOptions(name, output_dir, force, resume, verbose, epoch_samples),
         None if init_from is None else InitOptions(str(init_from), init_checkpoint, extend_vocab,

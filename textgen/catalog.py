@@ -102,6 +102,7 @@ def info_lines(summary: ModelSummary) -> list[str]:
     lines = [
         f"model        {summary.path}",
         f"architecture {summary.architecture}, embedding {m.embedding_dim}, dropout {m.dropout:g}"
+        + (f" (embeddings {m.embedding_dropout:g})" if m.embedding_dropout else "")
         + (", tied embedding and output" if m.tie_weights else ""),
         *([f"preset       {c.preset['description']}"] if c.preset.get("description") else []),
         f"parameters   {r['parameters']:,}" if r.get("parameters") else "parameters   -",
@@ -109,7 +110,9 @@ def info_lines(summary: ModelSummary) -> list[str]:
         f"corpus       {_describe_corpus(c.corpus)}",
         *([f"fine-tuned   {_describe_base(c.init_from)}"] if c.init_from else []),
         f"training     seq-len {t.seq_len}, batch {t.batch_size}, lr {t.lr:g} ({t.lr_schedule}), "
-        f"clipnorm {t.clipnorm or 'off'}, weight decay {t.weight_decay:g}, seed {t.seed}, {c.precision_used}"
+        + (f"sgd, global clipnorm {t.clipnorm or 'off'}" if t.optimizer == "sgd"
+           else f"clipnorm {t.clipnorm or 'off'}, weight decay {t.weight_decay:g}")
+        + f", seed {t.seed}, {c.precision_used}"
         + (f", epochs of {t.steps_per_epoch:,} steps" if t.steps_per_epoch else ""),
     ]
     if c.strategy_used != "one-device":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from textgen.config import CELLS, LEVELS, LR_SCHEDULES, PRECISIONS, ModelConfig, TrainConfig
+from textgen.config import CELLS, LEVELS, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, ModelConfig, TrainConfig
 from textgen.errors import TextgenError, TextgenWarning
 from textgen.presets import CHOICES as PRESET_CHOICES
 
@@ -119,6 +119,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.option("--embedding-dim", type=POSITIVE, default=None, help="[default: preset]")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Dropout after each recurrent layer. [default: preset]")
+@click.option("--embedding-dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Dropout on the embedded tokens (as PyTorch's word_language_model). [default: 0]")
 @click.option("--tie-weights/--no-tie-weights", default=None,
               help="Score tokens with the embedding matrix (needs --embedding-dim equal to --units). "
                    "[default: preset: on for word models]")
@@ -134,15 +136,19 @@ def cli(ctx: click.Context, verbose: bool) -> None:
                    "recurrent state (truncated backpropagation through time), instead of shuffled "
                    "windows that start from zeros.")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
-              help="Adam's peak learning rate. [default: preset]")
+              help="The peak learning rate. [default: preset]")
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="wsd", show_default=True,
               help="wsd: warm up, hold --lr, then decay to a tenth of it over the last quarter of the "
                    "budget (epochs, --max-steps or --time-limit, whichever ends first); cosine: decay "
                    "over the whole budget; constant: --lr throughout.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=TrainConfig.optimizer, show_default=True,
+              help="adamw (Adam with --weight-decay), or sgd: plain SGD, whose --lr is of another scale "
+                   "(PyTorch's word_language_model trains at 20 with --clipnorm 0.25).")
 @click.option("--clipnorm", type=click.FloatRange(0), default=TrainConfig.clipnorm, show_default=True,
-              help="Gradient clipping norm (0 turns clipping off).")
+              help="Gradient clipping norm (0 turns clipping off): each weight's gradient with adamw, "
+                   "all of them together with sgd.")
 @click.option("--weight-decay", type=click.FloatRange(0), default=TrainConfig.weight_decay, show_default=True,
-              help="AdamW's decoupled weight decay (0: plain Adam).")
+              help="AdamW's decoupled weight decay (0: plain Adam; sgd has none).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-vocab", type=click.IntRange(min=2), default=20_000, show_default=True,
               help="Largest vocabulary; rarer tokens become <unk>.")
@@ -193,8 +199,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
               help="With --init-from: add the new corpus's tokens that the base vocabulary lacks (up to "
                    "--max-vocab) instead of reading them as <unk>.")
 @click.pass_context
-def train(ctx, sources, level, preset, cell, layers, units, embedding_dim, dropout, tie_weights, seq_len,
-          batch_size, epochs, steps_per_epoch, carry_state, lr, lr_schedule, clipnorm, weight_decay, seed,
+def train(ctx, sources, level, preset, cell, layers, units, embedding_dim, dropout, embedding_dropout,
+          tie_weights, seq_len, batch_size, epochs, steps_per_epoch, carry_state, lr, lr_schedule, optimizer,
+          clipnorm, weight_decay, seed,
           max_vocab, val_fraction, val_file, encoding, precision, xla, max_steps, time_limit, strategy,
           cpu_devices, backup_every,
           name, output_dir, force, resume, tfds_data_dir, tfds_manual_dir, samples, quiet, cache_ids,
@@ -209,6 +216,8 @@ def train(ctx, sources, level, preset, cell, layers, units, embedding_dim, dropo
     """
     if init_from is None and (extend_vocab or _given(ctx, "init_checkpoint")):
         raise TextgenError("--extend-vocab and --init-checkpoint go with --init-from MODEL")
+    if optimizer == "sgd" and _given(ctx, "weight_decay"):
+        raise TextgenError("--weight-decay is AdamW's; --optimizer sgd trains without it")
     _start_tensorflow()
     from textgen.finetune import InitOptions
     from textgen.idcache import CACHE_DIR
@@ -223,9 +232,10 @@ def train(ctx, sources, level, preset, cell, layers, units, embedding_dim, dropo
     run_training(
         DataOptions(list(sources), level, max_vocab, encoding, val_file, tfds_data_dir, tfds_manual_dir,
                     str(Path(output_dir) / CACHE_DIR) if cache_ids else None),
-        ModelOptions(cell, layers, units, embedding_dim, dropout, tie_weights, preset),
+        ModelOptions(cell, layers, units, embedding_dim, dropout, tie_weights, preset, embedding_dropout),
         TrainConfig(seq_len=seq_len, batch_size=batch_size, epochs=epochs, carry_state=carry_state, lr=lr,
-                    lr_schedule=lr_schedule, clipnorm=clipnorm or None, weight_decay=weight_decay, seed=seed,
+                    lr_schedule=lr_schedule, optimizer=optimizer, clipnorm=clipnorm or None,
+                    weight_decay=weight_decay, seed=seed,
                     precision=precision, xla=xla, val_fraction=val_fraction, max_steps=max_steps,
                     time_limit=time_limit, steps_per_epoch=steps_per_epoch, backup_every=backup_every,
                     strategy=strategy, cpu_devices=cpu_devices),

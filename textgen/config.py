@@ -28,6 +28,7 @@ class ModelConfig:
     embedding_dim: int = 64
     dropout: float = 0.0
     tie_weights: bool = False  # the embedding matrix also scores the next token (needs embedding = units)
+    embedding_dropout: float = 0.0  # dropout on the embedded tokens, before the first recurrent layer
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -37,6 +38,8 @@ class ModelConfig:
                 raise TextgenError(f"{name.replace('_', '-')} must be at least 1")
         if not 0.0 <= self.dropout < 1.0:
             raise TextgenError("dropout must be in [0, 1)")
+        if not 0.0 <= self.embedding_dropout < 1.0:
+            raise TextgenError("embedding-dropout must be in [0, 1)")
         if self.tie_weights and self.embedding_dim != self.units:
             raise TextgenError(f"tied weights need --embedding-dim equal to --units (the last layer's "
                                f"output scores tokens through the embedding): {self.embedding_dim} != "
@@ -44,6 +47,7 @@ class ModelConfig:
 
 
 LR_SCHEDULES = ("wsd", "cosine", "constant")
+OPTIMIZERS = ("adamw", "sgd")
 # (seq_len, batch_size) of a run that gives none. Word models learn from many small batches of
 # short windows (PyTorch's word_language_model trains on 20 x 35): on tiny shakespeare, 300 s,
 # windows of 100 read 4.85 nats/word after 20 x 35 against 5.00 after char's 64 x 100
@@ -60,6 +64,7 @@ class TrainConfig:
     lr: float | None = None  # None: the preset's (textgen.presets); a saved run always has its rate
     carry_state: bool = False  # batches continue each other's text and recurrent state (truncated BPTT)
     lr_schedule: str = "wsd"  # shaped by the budget (see textgen.schedule), or "constant"
+    optimizer: str = "adamw"  # or "sgd": plain SGD, clipnorm bounding the global norm of the gradients
     clipnorm: float | None = 1.0
     weight_decay: float = 0.1  # AdamW's decoupled weight decay; 0: Adam
     seed: int = 0
@@ -85,6 +90,8 @@ class TrainConfig:
             raise TextgenError("lr must be positive")
         if self.lr_schedule not in LR_SCHEDULES:
             raise TextgenError(f"unknown lr-schedule {self.lr_schedule!r}; choose {', '.join(LR_SCHEDULES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise TextgenError(f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
         if self.weight_decay < 0:
             raise TextgenError("weight-decay must be 0 (off) or more")
         if self.clipnorm is not None and self.clipnorm <= 0:

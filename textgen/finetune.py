@@ -64,12 +64,17 @@ class Start:
         return {name: getattr(self.base.model, name) for name in ARCHITECTURE}
 
 
-def settings(start: Start, dropout: float | None, config: TrainConfig,
-             vocab_size: int) -> tuple[ModelConfig, TrainConfig]:
-    """The new run's network (the base's, with the user's dropout if given) and its learning rate
-    (the user's, or the base's peak rate)."""
+def settings(start: Start, dropout: float | None, config: TrainConfig, vocab_size: int,
+             embedding_dropout: float | None = None) -> tuple[ModelConfig, TrainConfig]:
+    """The new run's network (the base's, with the user's dropouts if given; they have no
+    weights) and its learning rate (the user's, or the base's peak rate)."""
     model = ModelConfig(vocab_size=vocab_size, **start.architecture,
-                        dropout=start.base.model.dropout if dropout is None else dropout)
+                        dropout=start.base.model.dropout if dropout is None else dropout,
+                        embedding_dropout=start.base.model.embedding_dropout if embedding_dropout is None
+                        else embedding_dropout)
+    if config.lr is None and config.optimizer != start.base.train.optimizer:  # an sgd base, adamw now
+        raise TextgenError(f"--optimizer {config.optimizer} needs --lr: the base model's rate is for "
+                           f"{start.base.train.optimizer}")
     return model, dataclasses.replace(config, lr=config.lr or start.base.train.lr)
 
 

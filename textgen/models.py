@@ -70,6 +70,8 @@ def build_model(config: ModelConfig) -> keras.Model:
     else:
         embedding = layers.Embedding(config.vocab_size, config.embedding_dim, name="embedding")
     x = embedding(token_ids)
+    if config.embedding_dropout:  # as PyTorch's word_language_model does: word models overfit without it
+        x = layers.Dropout(config.embedding_dropout, name="dropout_embedding")(x)
     for index in range(config.layers):
         x = recurrent_layer(config, index)(x)
         if config.dropout:

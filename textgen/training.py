@@ -77,6 +77,7 @@ class ModelOptions:
     dropout: float | None = None
     tie_weights: bool | None = None
     preset: str = "auto"
+    embedding_dropout: float | None = None
 
     def given(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "preset"}
@@ -527,6 +528,9 @@ def _train(data_options: DataOptions, model_options: ModelOptions, train_config:
     if init is not None and not run_options.resume:
         finetune.check_target(Path(init.model), model_dir)
     _check_target(model_dir, run_options)
+    if not run_options.resume and train_config.optimizer == "sgd" and train_config.lr is None:
+        raise TextgenError("--optimizer sgd needs --lr: the presets' rates are AdamW's (PyTorch's "
+                           "word_language_model trains with SGD at 20)")
 
     tokenizer = None
     start: Start | None = None  # a new fine-tuning run's base
@@ -559,7 +563,8 @@ def _train(data_options: DataOptions, model_options: ModelOptions, train_config:
         model_config, preset_record = saved.model, saved.preset
     elif start is not None:
         model_config, train_config = finetune.settings(start, model_options.dropout, train_config,
-                                                       data.tokenizer.vocab_size)
+                                                       data.tokenizer.vocab_size,
+                                                       model_options.embedding_dropout)
         preset_record = {}
     else:
         model_config, train_config, preset_record = _apply_preset(model_options, train_config, data,
@@ -615,7 +620,9 @@ def _apply_preset(options: ModelOptions, config: TrainConfig, data: PreparedData
 
 
 def _compile(model: keras.Model, config: TrainConfig) -> None:
-    if config.weight_decay:
+    if config.optimizer == "sgd":  # PyTorch's word_language_model recipe: clip the whole gradient's norm
+        optimizer = keras.optimizers.SGD(learning_rate=config.lr, global_clipnorm=config.clipnorm)  # no decay
+    elif config.weight_decay:
         optimizer = keras.optimizers.AdamW(learning_rate=config.lr, weight_decay=config.weight_decay,
                                            clipnorm=config.clipnorm)
     else:
