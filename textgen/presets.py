@@ -43,7 +43,6 @@ class Preset:
     dropout: float
     lr: float
     tie_weights: bool = False
-    embedding_dropout: float = 0.0
     # auto takes this preset when the time lets it read the training text this often (measured, above)
     min_passes: float = field(default=0.0, compare=False)
     # training FLOP/s as a share of the 1024-matmul rate measured_matmul_flops gives, measured on
