@@ -243,6 +243,21 @@ def test_fine_tuning_mistakes(base, args, message, char_model, new_text, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_an_sgd_base_fine_tuned_with_adamw_needs_a_rate(corpus_file, tmp_path, capsys):
+    """The base's rate is on SGD's scale (20 here): AdamW must not inherit it."""
+    code, _, err = run_cli(["train", corpus_file, *TINY, "--optimizer", "sgd", "--lr", "20", "--max-steps",
+                            "2", "--output-dir", tmp_path, "--name", "sgd"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["train", corpus_file, *TINY, "--init-from", tmp_path / "sgd", "--output-dir",
+                            tmp_path / "out", "--name", "ft"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("textgen: error: --optimizer adamw needs --lr: the base model's rate is for sgd")
+    assert not (tmp_path / "out").exists()
+    code, _, err = run_cli(["train", corpus_file, *TINY, "--init-from", tmp_path / "sgd", "--lr", "1e-3",
+                            "--max-steps", "2", "--output-dir", tmp_path / "out", "--name", "ft"], capsys)
+    assert code == 0, err
+
+
 def test_the_base_is_never_replaced(char_model, new_text, capsys):
     before, listing = folder_snapshot(char_model), sorted(char_model.parent.iterdir())
     code, _, err = run_cli(["train", new_text[0], *TINY, "--init-from", "char", "--name", "char", "--force",
