@@ -131,8 +131,9 @@ def test_sgd_clips_the_global_norm_and_never_decays_weights():
     optimizer = model.optimizer
     assert isinstance(optimizer, keras.optimizers.SGD) and not optimizer.momentum
     assert optimizer.global_clipnorm == 0.25 and optimizer.clipnorm is None and optimizer.weight_decay is None
-    training._compile(model, TrainConfig(lr=1e-3))
+    training._compile(model, TrainConfig().optimized("adamw", 1e-3))
     assert isinstance(model.optimizer, keras.optimizers.AdamW) and model.optimizer.clipnorm == 1.0
+    assert model.optimizer.weight_decay == 0.1
 
 
 def test_window_defaults_follow_the_level(corpus_file, tmp_path, capsys):
@@ -351,9 +352,11 @@ def test_resume_after_sigkill_continues_the_killed_run(tmp_path, capsys):
     (["--cell", "transformer"], "'--cell'"),
     (["--val-fraction", "1.5"], "'--val-fraction'"),
     (["--optimizer", "adam"], "'--optimizer'"),
-    (["--optimizer", "sgd"], "--optimizer sgd needs --lr: the presets' rates are AdamW's"),
+    (["--optimizer", "sgd"], "--optimizer sgd needs --lr: the presets have no sgd rate at this level (theirs "
+                             "are adamw's)"),
     (["--embedding-dropout", "1"], "'--embedding-dropout'"),
-    (["--optimizer", "sgd", "--weight-decay", "0.1"], "--weight-decay is AdamW's; --optimizer sgd trains"),
+    (["--optimizer", "sgd", "--lr", "1", "--weight-decay", "0.1"], "--weight-decay is AdamW's; SGD trains"),
+    (["--level", "word", "--weight-decay", "0.1"], "--weight-decay is AdamW's; SGD trains without it"),
 ])
 def test_bad_training_settings(args, message, corpus_file, tmp_path, capsys):
     code, _, err = run_cli(["train", corpus_file, *TINY, *args, "--output-dir", tmp_path / "out"], capsys)

@@ -93,7 +93,8 @@ def test_extended_vocabulary_keeps_the_weights_of_known_tokens(tied, word_model,
     base_dir = word_model if tied else untied_word_model
     base = textgen.load(base_dir)
     assert base.config.model.tie_weights is tied
-    start = plan(InitOptions(str(base_dir), extend_vocab=True), open_corpus([str(train)]).chunks, 20_000)
+    start = plan(InitOptions(str(base_dir), extend_vocab=True), open_corpus([str(train)]).chunks, 20_000,
+                 TrainConfig())
     old = base.tokenizer.vocab_size
     assert start.tokenizer.tokens[:old - 1] == base.tokenizer.tokens
     assert start.record["added_tokens"] == start.tokenizer.vocab_size - old > 600
@@ -115,13 +116,14 @@ def test_extended_vocabulary_keeps_the_weights_of_known_tokens(tied, word_model,
 
 
 def test_extend_vocab_stays_within_max_vocab(word_model, new_text):
+    from textgen.config import TrainConfig
     from textgen.corpus import open_corpus
     from textgen.finetune import InitOptions, UnknownTokensWarning, plan
 
     size = config_of(word_model)["model"]["vocab_size"]
     options = InitOptions(str(word_model), extend_vocab=True, given={"max_vocab": size + 10})
     with pytest.warns(UnknownTokensWarning, match=f"the vocabulary is full at --max-vocab {size + 10:,}"):
-        start = plan(options, open_corpus([str(new_text[0])]).chunks, size + 10)
+        start = plan(options, open_corpus([str(new_text[0])]).chunks, size + 10, TrainConfig())
     assert start.tokenizer.vocab_size == size + 10 and start.record["added_tokens"] == 10
     assert start.tokenizer.tokens[-10:][:3] == ["KING", " Warwick", " EDWARD"]  # the most frequent first
 
@@ -225,7 +227,8 @@ def fake_exports(folder: Path) -> dict[str, Path]:
     ("char", ["--max-vocab", "100"], "--max-vocab applies to fine-tuning only with --extend-vocab"),
     ("char", ["--extend-vocab", "--max-vocab", "10"], "--max-vocab 10 is smaller than the base model's"),
     (None, ["--extend-vocab"], "--extend-vocab and --init-checkpoint go with --init-from MODEL"),
-    ("char", ["--optimizer", "sgd"], "--optimizer sgd needs --lr: the presets' rates are AdamW's"),
+    ("char", ["--optimizer", "sgd"], "--optimizer sgd needs --lr: the base model's rate is for adamw"),
+    ("char", ["--optimizer", "sgd", "--lr", "1", "--weight-decay", "0.1"], "--weight-decay is AdamW's"),
     ("char", ["--greek"], "the base model's vocabulary has none of the new corpus's chars but spaces"),
 ])
 def test_fine_tuning_mistakes(base, args, message, char_model, new_text, tmp_path, capsys):
@@ -243,24 +246,27 @@ def test_fine_tuning_mistakes(base, args, message, char_model, new_text, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
-def test_an_sgd_base_fine_tuned_with_adamw_needs_a_rate(corpus_file, tmp_path, capsys):
-    """The base's rate is on SGD's scale (20 here): AdamW must not inherit it."""
-    code, _, err = run_cli(["train", corpus_file, *TINY, "--optimizer", "sgd", "--lr", "20", "--max-steps",
-                            "2", "--output-dir", tmp_path, "--name", "sgd"], capsys)
-    assert code == 0, err
-    code, _, err = run_cli(["train", corpus_file, *TINY, "--init-from", tmp_path / "sgd", "--output-dir",
-                            tmp_path / "out", "--name", "ft"], capsys)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+def test_fine_tuning_keeps_the_base_optimizer_unless_told(corpus_file, tmp_path, capsys):
+    """A fine-tuning run trains as its base did (optimizer, rate, clipping); switching from an SGD
+    base to AdamW needs a rate, since the base's (20 here) is on SGD's scale."""
+    def train(*args) -> tuple[int, str]:
+        code, _, err = run_cli(["train", corpus_file, *TINY, "--max-steps", "2", *args], capsys)
+        assert code in (0, 2) and "Traceback" not in err
+        return code, err
+
+    def optimizer(model: Path) -> tuple:
+        config = json.loads((model / "config.json").read_text())["train"]
+        return config["optimizer"], config["lr"], config["clipnorm"], config["weight_decay"]
+
+    base, out = tmp_path / "sgd", tmp_path / "out"
+    assert train("--optimizer", "sgd", "--lr", "20", "--clipnorm", "0.5", "--output-dir", tmp_path, "--name",
+                 "sgd")[0] == 0
+    assert train("--init-from", base, "--output-dir", tmp_path, "--name", "same")[0] == 0
+    assert optimizer(tmp_path / "same") == ("sgd", 20, 0.5, 0)
+    code, err = train("--init-from", base, "--optimizer", "adamw", "--output-dir", out, "--name", "ft")
+    assert code == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith("textgen: error: --optimizer adamw needs --lr: the base model's rate is for sgd")
-    assert not (tmp_path / "out").exists()
-    code, _, err = run_cli(["train", corpus_file, *TINY, "--init-from", tmp_path / "sgd", "--lr", "1e-3",
-                            "--max-steps", "2", "--output-dir", tmp_path / "out", "--name", "ft"], capsys)
-    assert code == 0, err
-
-
-def test_the_base_is_never_replaced(char_model, new_text, capsys):
-    before, listing = folder_snapshot(char_model), sorted(char_model.parent.iterdir())
-    code, _, err = run_cli(["train", new_text[0], *TINY, "--init-from", "char", "--name", "char", "--force",
-                            "--output-dir", char_model.parent], capsys)
-    assert code == 2 and "would replace its base model" in err and "choose another --name" in err
-    assert folder_snapshot(char_model) == before and sorted(char_model.parent.iterdir()) == listing
+    assert not out.exists()
+    assert train("--init-from", base, "--optimizer", "adamw", "--lr", "1e-3", "--output-dir", out, "--name",
+                 "ft")[0] == 0
+    assert optimizer(out / "ft") == ("adamw", 1e-3, 1, 0.1)  # AdamW's defaults, not the base's clipping

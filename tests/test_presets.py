@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from textgen import presets
-from textgen.config import ModelConfig
+from textgen.config import ModelConfig, TrainConfig
 from textgen.errors import TextgenError
 
 from conftest import TINY, run_cli
@@ -31,7 +31,7 @@ def test_presets_grow_from_tiny_to_xlarge():
         flops = [presets.train_flops_per_token(**p.settings(), vocab_size=100) for p in table]
         assert flops == sorted(flops) and len(set(flops)) == len(flops)
         for p in table:  # every preset builds a valid network
-            ModelConfig(vocab_size=100, **{k: v for k, v in p.settings().items() if k != "lr"})
+            ModelConfig(vocab_size=100, **p.network())
     assert all(p.tie_weights for p in presets.PRESETS["word"])
 
 
@@ -88,7 +88,7 @@ def test_parameters_are_those_keras_counts():
 
     for level in ("char", "word"):
         for p in presets.PRESETS[level][:3]:
-            settings = {k: v for k, v in p.settings().items() if k != "lr"}
+            settings = p.network()
             model = build_model(ModelConfig(vocab_size=500, **settings))
             assert presets.parameters(**settings, vocab_size=500) == model.count_params(), (level, p.name)
     for cell in ("lstm", "rnn"):
@@ -110,6 +110,27 @@ def test_given_settings_override_the_preset():
     medium = presets.preset("char", "medium")
     assert choice.settings == {**medium.settings(), "units": 300, "lr": 1e-3}
     assert choice.describe() == "preset medium (GRU 2x300)"
+
+
+def test_word_presets_train_with_sgd_and_keep_an_adamw_rate():
+    """Word presets train as PyTorch's word_language_model (SGD at 20, global clipping 0.25);
+    asking for AdamW takes the preset's AdamW rate, and its clipping and weight decay."""
+    resolve = lambda given: presets.resolve("small", "word", 500, budget(), given, never_measured).settings  # noqa: E731
+    sgd = resolve({})
+    assert (sgd["optimizer"], sgd["lr"]) == ("sgd", 20.0)
+    config = TrainConfig().optimized(sgd["optimizer"], sgd["lr"])
+    assert (config.clipnorm, config.weight_decay) == (0.25, 0.0)
+    adamw = resolve({"optimizer": "adamw"})
+    assert (adamw["optimizer"], adamw["lr"]) == ("adamw", presets.preset("word", "small").rate("adamw"))
+    config = TrainConfig(clipnorm=0.0).optimized("adamw", adamw["lr"])
+    assert (config.clipnorm, config.weight_decay) == (0.0, 0.1)  # 0: clipping off, as given
+    assert resolve({"optimizer": "adamw", "lr": 1e-3})["lr"] == 1e-3
+    assert all(p.optimizer == "adamw" for p in presets.PRESETS["char"])
+    assert all(p.optimizer == "sgd" for p in presets.PRESETS["word"])
+    with pytest.raises(TextgenError, match="--optimizer sgd needs --lr: the presets have no sgd rate"):
+        presets.resolve("small", "char", 66, budget(), {"optimizer": "sgd"}, never_measured)
+    with pytest.raises(TextgenError, match="--weight-decay is AdamW's; SGD trains without it"):
+        TrainConfig(weight_decay=0.1).optimized("sgd", 20.0)
 
 
 def test_tied_presets_follow_the_user_sizes():
@@ -138,7 +159,7 @@ def test_train_records_the_preset_and_its_settings(corpus_file, tmp_path, capsys
     assert config["preset"] == {"requested": "tiny", "used": "tiny", "description": "preset tiny (GRU 1x128)"}
     assert {k: config["model"][k] for k in ("cell", "layers", "units", "embedding_dim", "dropout")} == \
         {"cell": "gru", "layers": 1, "units": 128, "embedding_dim": 32, "dropout": 0.0}
-    assert config["train"]["lr"] == tiny.lr
+    assert (config["train"]["optimizer"], config["train"]["lr"]) == ("adamw", tiny.rate("adamw"))
     assert "preset tiny (GRU 1x128)" in out
 
 
@@ -160,6 +181,8 @@ def test_tied_word_model_trains_saves_and_generates(corpus_file, tmp_path, capsy
     assert code == 0, err
     model = textgen.load(tmp_path / "w")
     assert model.config.model.tie_weights
+    train = model.config.train
+    assert (train.optimizer, train.lr, train.clipnorm, train.weight_decay) == ("sgd", 20.0, 0.25, 0.0)
     assert "logits" not in [layer.name for layer in model.keras_model.layers]
     parameters = model.keras_model.count_params()
     vocab = model.config.model.vocab_size

@@ -176,6 +176,15 @@ def test_user_mistakes(args, message, corpus_file, tmp_path, capsys):
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_a_word_search_draws_sgd_rates(corpus_file, tmp_path, capsys):
+    """Word presets train with SGD, so a word search does too, at rates on SGD's scale."""
+    code, _, err = run_cli(["tune", corpus_file, "--level", "word", "--trials", "1", *TINY, "--seq-len", "16",
+                            "--max-steps", "2", "--output-dir", tmp_path, "--name", "w"], capsys)
+    assert code == 0, err
+    train = json.loads((tmp_path / "w" / "config.json").read_text())["train"]
+    assert train["optimizer"] == "sgd" and 5 <= train["lr"] <= 40 and train["clipnorm"] == 0.25
+
+
 def test_missing_corpus(tmp_path, capsys):
     code, _, err = run_cli(["tune", tmp_path / "missing.txt", *SEARCH, "--output-dir", tmp_path / "out"],
                            capsys)

@@ -141,14 +141,15 @@ def cli(ctx: click.Context, verbose: bool) -> None:
               help="wsd: warm up, hold --lr, then decay to a tenth of it over the last quarter of the "
                    "budget (epochs, --max-steps or --time-limit, whichever ends first); cosine: decay "
                    "over the whole budget; constant: --lr throughout.")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=TrainConfig.optimizer, show_default=True,
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
               help="adamw (Adam with --weight-decay), or sgd: plain SGD, whose --lr is of another scale "
-                   "(PyTorch's word_language_model trains at 20 with --clipnorm 0.25).")
-@click.option("--clipnorm", type=click.FloatRange(0), default=TrainConfig.clipnorm, show_default=True,
+                   "(PyTorch's word_language_model trains at 20 with --clipnorm 0.25). "
+                   "[default: preset: adamw for char, sgd for word]")
+@click.option("--clipnorm", type=click.FloatRange(0), default=None,
               help="Gradient clipping norm (0 turns clipping off): each weight's gradient with adamw, "
-                   "all of them together with sgd.")
-@click.option("--weight-decay", type=click.FloatRange(0), default=TrainConfig.weight_decay, show_default=True,
-              help="AdamW's decoupled weight decay (0: plain Adam; sgd has none).")
+                   "all of them together with sgd. [default: 1 with adamw, 0.25 with sgd]")
+@click.option("--weight-decay", type=click.FloatRange(0), default=None,
+              help="AdamW's decoupled weight decay (0: plain Adam; sgd has none). [default: 0.1]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-vocab", type=click.IntRange(min=2), default=20_000, show_default=True,
               help="Largest vocabulary; rarer tokens become <unk>.")
@@ -216,8 +217,6 @@ def train(ctx, sources, level, preset, cell, layers, units, embedding_dim, dropo
     """
     if init_from is None and (extend_vocab or _given(ctx, "init_checkpoint")):
         raise TextgenError("--extend-vocab and --init-checkpoint go with --init-from MODEL")
-    if optimizer == "sgd" and _given(ctx, "weight_decay"):
-        raise TextgenError("--weight-decay is AdamW's; --optimizer sgd trains without it")
     _start_tensorflow()
     from textgen.finetune import InitOptions
     from textgen.idcache import CACHE_DIR
@@ -234,7 +233,7 @@ def train(ctx, sources, level, preset, cell, layers, units, embedding_dim, dropo
                     str(Path(output_dir) / CACHE_DIR) if cache_ids else None),
         ModelOptions(cell, layers, units, embedding_dim, dropout, tie_weights, preset, embedding_dropout),
         TrainConfig(seq_len=seq_len, batch_size=batch_size, epochs=epochs, carry_state=carry_state, lr=lr,
-                    lr_schedule=lr_schedule, optimizer=optimizer, clipnorm=clipnorm or None,
+                    lr_schedule=lr_schedule, optimizer=optimizer, clipnorm=clipnorm,
                     weight_decay=weight_decay, seed=seed,
                     precision=precision, xla=xla, val_fraction=val_fraction, max_steps=max_steps,
                     time_limit=time_limit, steps_per_epoch=steps_per_epoch, backup_every=backup_every,
@@ -512,8 +511,8 @@ def plot(model, output, output_dir) -> None:
 @click.option("--dropout", type=Span(), default=None,
               help="Dropout after each layer (default 0:0.3 for char, 0:0.5 for word).")
 @click.option("--lr", type=Span(), default=None,
-              help="Adam learning rate, drawn on a log scale (default 0.0005:0.01 for char, 0.0003:0.003 "
-                   "for word).")
+              help="Peak learning rate, drawn on a log scale: AdamW's for char (default 0.0005:0.01), "
+                   "SGD's for word (default 5:40).")
 @click.option("--max-steps", type=POSITIVE, default=None,
               help="Training steps of each trial (with Hyperband: of its longest trials).")
 @click.option("--time-limit", type=click.FloatRange(0, min_open=True), default=None,
@@ -529,7 +528,8 @@ def plot(model, output, output_dir) -> None:
               help="Most epochs of a trial (it also stops early, as train does).")
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=TrainConfig.lr_schedule,
               show_default=True, help="As for train, shaped by each trial's budget.")
-@click.option("--clipnorm", type=click.FloatRange(0), default=TrainConfig.clipnorm, show_default=True)
+@click.option("--clipnorm", type=click.FloatRange(0), default=None,
+              help="As for train (0: off). [default: 1 for char (adamw), 0.25 for word (sgd)]")
 @click.option("--seed", type=int, default=TrainConfig.seed, show_default=True,
               help="Seeds the choice of trials and every trial's training.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
@@ -568,7 +568,7 @@ def tune(sources, trials, tuner, cells, layers, units, dropout, lr, max_steps, t
         SearchSpace.for_level(level, cells=[c.strip() for c in cells.split(",") if c.strip()], layers=layers,
                               units=units, dropout=dropout, lr=lr, embedding_dim=embedding_dim),
         TrainConfig(seq_len=seq_len, batch_size=batch_size, epochs=epochs, lr_schedule=lr_schedule,
-                    clipnorm=clipnorm or None, seed=seed, precision=precision, val_fraction=val_fraction),
+                    clipnorm=clipnorm, seed=seed, precision=precision, val_fraction=val_fraction),
         SearchOptions(trials, tuner, max_steps, time_limit),
         RunOptions(name, output_dir, force, resume, 0 if quiet else 1, log=click.echo),
     )

@@ -48,6 +48,10 @@ class ModelConfig:
 
 LR_SCHEDULES = ("wsd", "cosine", "constant")
 OPTIMIZERS = ("adamw", "sgd")
+# What an optimizer clips when no --clipnorm is given: AdamW each weight's gradient at 1; SGD, as
+# PyTorch's word_language_model trains, the global norm of all the gradients at 0.25
+CLIPNORMS = {"adamw": 1.0, "sgd": 0.25}
+WEIGHT_DECAY = 0.1  # AdamW's decoupled weight decay when none is given
 # (seq_len, batch_size) of a run that gives none. Word models learn from many small batches of
 # short windows (PyTorch's word_language_model trains on 20 x 35): on tiny shakespeare, 300 s,
 # windows of 100 read 4.85 nats/word after 20 x 35 against 5.00 after char's 64 x 100
@@ -64,9 +68,11 @@ class TrainConfig:
     lr: float | None = None  # None: the preset's (textgen.presets); a saved run always has its rate
     carry_state: bool = False  # batches continue each other's text and recurrent state (truncated BPTT)
     lr_schedule: str = "wsd"  # shaped by the budget (see textgen.schedule), or "constant"
-    optimizer: str = "adamw"  # or "sgd": plain SGD, clipnorm bounding the global norm of the gradients
-    clipnorm: float | None = 1.0
-    weight_decay: float = 0.1  # AdamW's decoupled weight decay; 0: Adam
+    # None, here and in the two below: the preset's (fine-tuning: the base's), set by `optimized`
+    # before training; a saved run always has them
+    optimizer: str | None = None  # "adamw", or "sgd": plain SGD, clipnorm bounding the gradients' global norm
+    clipnorm: float | None = None  # 0 (or None in a saved run): no clipping
+    weight_decay: float | None = None  # AdamW's decoupled weight decay; 0: Adam
     seed: int = 0
     precision: str = "auto"
     xla: bool = False  # jit_compile the training step (Keras turns it off again for cuDNN layers)
@@ -90,12 +96,12 @@ class TrainConfig:
             raise TextgenError("lr must be positive")
         if self.lr_schedule not in LR_SCHEDULES:
             raise TextgenError(f"unknown lr-schedule {self.lr_schedule!r}; choose {', '.join(LR_SCHEDULES)}")
-        if self.optimizer not in OPTIMIZERS:
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise TextgenError(f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
-        if self.weight_decay < 0:
+        if self.weight_decay is not None and self.weight_decay < 0:
             raise TextgenError("weight-decay must be 0 (off) or more")
-        if self.clipnorm is not None and self.clipnorm <= 0:
-            raise TextgenError("clipnorm must be positive (use 0 on the command line to turn it off)")
+        if self.clipnorm is not None and self.clipnorm < 0:
+            raise TextgenError("clipnorm must be 0 (off) or more")
         if self.precision not in PRECISIONS:
             raise TextgenError(f"unknown precision {self.precision!r}")
         if self.strategy not in STRATEGIES:
@@ -108,6 +114,17 @@ class TrainConfig:
         seq_len, batch_size = WINDOW_DEFAULTS[level]
         return dataclasses.replace(self, seq_len=self.seq_len or seq_len,
                                    batch_size=self.batch_size or batch_size)
+
+    def optimized(self, optimizer: str, lr: float) -> TrainConfig:
+        """These settings training with `optimizer` at peak rate `lr`, with its clipping and weight
+        decay where none was given."""
+        if optimizer == "sgd" and self.weight_decay:
+            raise TextgenError("--weight-decay is AdamW's; SGD trains without it")
+        decay = self.weight_decay if self.weight_decay is not None else WEIGHT_DECAY
+        if optimizer == "sgd":
+            decay = 0.0
+        return dataclasses.replace(self, optimizer=optimizer, lr=lr, weight_decay=decay,
+                                   clipnorm=CLIPNORMS[optimizer] if self.clipnorm is None else self.clipnorm)
 
 
 @dataclass(frozen=True)
@@ -140,8 +157,9 @@ class RunConfig:
             )
         return cls(
             model=ModelConfig(**data["model"]),
-            # runs saved before weight decay existed trained (and resume) with plain Adam
-            train=TrainConfig(**{"weight_decay": 0.0, **data["train"]}),
+            # runs saved before weight decay or a choice of optimizer existed trained (and resume)
+            # with plain Adam
+            train=TrainConfig(**{"weight_decay": 0.0, "optimizer": "adamw", **data["train"]}),
             level=data["level"],
             corpus=data.get("corpus", {}),
             precision_used=data.get("precision_used", "float32"),

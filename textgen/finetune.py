@@ -67,15 +67,27 @@ class Start:
 def settings(start: Start, dropout: float | None, config: TrainConfig, vocab_size: int,
              embedding_dropout: float | None = None) -> tuple[ModelConfig, TrainConfig]:
     """The new run's network (the base's, with the user's dropouts if given; they have no
-    weights) and its learning rate (the user's, or the base's peak rate)."""
+    weights) and its optimizer: the user's, or the base's with its peak rate, clipping and weight
+    decay where the user gave none."""
     model = ModelConfig(vocab_size=vocab_size, **start.architecture,
                         dropout=start.base.model.dropout if dropout is None else dropout,
                         embedding_dropout=start.base.model.embedding_dropout if embedding_dropout is None
                         else embedding_dropout)
-    if config.lr is None and config.optimizer != start.base.train.optimizer:  # an sgd base, adamw now
-        raise TextgenError(f"--optimizer {config.optimizer} needs --lr: the base model's rate is for "
-                           f"{start.base.train.optimizer}")
-    return model, dataclasses.replace(config, lr=config.lr or start.base.train.lr)
+    return model, _training(start.base.train, config)
+
+
+def _training(base: TrainConfig, config: TrainConfig) -> TrainConfig:
+    optimizer = config.optimizer or base.optimizer
+    if optimizer != base.optimizer:  # only the optimizer's own defaults carry over
+        if config.lr is None:
+            raise TextgenError(f"--optimizer {optimizer} needs --lr: the base model's rate is for "
+                               f"{base.optimizer}")
+        return config.optimized(optimizer, config.lr)
+    if config.clipnorm is None:
+        config = dataclasses.replace(config, clipnorm=base.clipnorm or 0.0)  # a saved None: no clipping
+    if optimizer == "adamw" and config.weight_decay is None:
+        config = dataclasses.replace(config, weight_decay=base.weight_decay)
+    return config.optimized(optimizer, config.lr or base.lr)
 
 
 def resolve_base(model: str, output_dir: str) -> Path:
@@ -105,7 +117,8 @@ def check_resume(options: InitOptions, saved: RunConfig, name: str) -> None:
                            f"{options.model}; drop --init-from to resume it from its own backup")
 
 
-def plan(options: InitOptions, chunks: Callable[[], Iterable[str]], max_vocab: int) -> Start:
+def plan(options: InitOptions, chunks: Callable[[], Iterable[str]], max_vocab: int,
+         config: TrainConfig) -> Start:
     """Check the settings against the base, load its weights, and choose the vocabulary.
 
     `options.model` is the base's folder (`resolve_base`). Reads the new corpus once, to count what
@@ -114,6 +127,7 @@ def plan(options: InitOptions, chunks: Callable[[], Iterable[str]], max_vocab: i
     base_dir = Path(options.model)
     base = RunConfig.load(base_dir / artifacts.CONFIG_FILE)
     _check_given(options, base, base_dir)
+    _training(base.train, config)  # its mistakes, before the corpus is read
     keras_model, tokenizer, _, _ = artifacts.load_model_files(base_dir, options.checkpoint)
     weights = {layer.name: layer.get_weights() for layer in keras_model.layers if layer.weights}
     del keras_model

@@ -1,7 +1,7 @@
 """Named model sizes (`--preset`), and `auto`: the size a run's budget and corpus call for.
 
-A preset sets the network (cell, layers, units, embedding, dropout, tied weights) and the peak
-learning rate; options given explicitly override it. With a `--time-limit`, `auto` picks the
+A preset sets the network (cell, layers, units, embedding, dropout, tied weights), the optimizer
+and its peak learning rate; options given explicitly override it. With a `--time-limit`, `auto` picks the
 largest preset that the time lets learn enough: one that reads the training text at least its
 `min_passes` times, or (for corpora too large to be read that often) trains on at least
 TOKENS_PER_PARAMETER tokens per parameter. A bigger network learns more per token, but one that
@@ -11,6 +11,9 @@ times in the same minutes (1.604 nats/char), and `medium` reading it 1.8 times l
 reading it 4.4 times (1.639 against 1.487) but wins at 7.7 against 20 (1.460 against 1.477).
 Given 30 minutes, `medium` reads the text 20 times and overfits (1.488), where `large` reads
 it 10 times (1.462; with dropout 0.3 instead of 0.5, 1.466).
+Word level (SGD at 20, perplexity): `medium` reading the text 3 times loses to `small` reading it
+5 times (120.0 against 106.9), and reaches 108.5 at 4.4 passes and 104.2 at 5.7, where `small`
+reading it 11 times overfits (115.4).
 Each preset's training speed is estimated from the machine's matrix-multiply rate (measured
 once, in a fifth of a second), the arithmetic a trained token costs, and the share of that rate
 the preset's training reached when measured (`efficiency`: small networks keep the cores less
@@ -41,7 +44,8 @@ class Preset:
     units: int
     embedding_dim: int
     dropout: float
-    lr: float
+    # peak learning rate by optimizer, the preset's own first (measured on tiny shakespeare)
+    rates: tuple[tuple[str, float], ...]
     tie_weights: bool = False
     # auto takes this preset when the time lets it read the training text this often (measured, above)
     min_passes: float = field(default=0.0, compare=False)
@@ -49,25 +53,69 @@ class Preset:
     # a 2-core CPU (bench/training_speed.py's shapes, tiny shakespeare); not a setting
     efficiency: float = field(default=0.5, compare=False)
 
+    @property
+    def optimizer(self) -> str:
+        return self.rates[0][0]
+
+    def rate(self, optimizer: str) -> float:
+        if optimizer not in dict(self.rates):
+            raise TextgenError(f"--optimizer {optimizer} needs --lr: the presets have no {optimizer} rate "
+                               f"at this level (theirs are {self.optimizer}'s)")
+        return dict(self.rates)[optimizer]
+
+    def network(self) -> dict:
+        """ModelConfig's settings."""
+        ignored = ("name", "rates", "min_passes", "efficiency")
+        return {k: v for k, v in asdict(self).items() if k not in ignored}
+
     def settings(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("name", "min_passes", "efficiency")}
+        """The network, the optimizer and its peak rate."""
+        return {**self.network(), "optimizer": self.optimizer, "lr": self.rate(self.optimizer)}
+
+
+def _adamw(lr: float) -> tuple[tuple[str, float], ...]:
+    return (("adamw", lr),)
+
+
+# Word models train with SGD at 20, the global gradient norm clipped at 0.25 (PyTorch's
+# word_language_model recipe; config.CLIPNORMS): in 300 s on tiny shakespeare `small` reached
+# perplexity 106.9 against 129.8 with AdamW at its rate (kept as the second choice).
+WORD_SGD = 20.0
+
+
+def _sgd_then_adamw(lr: float) -> tuple[tuple[str, float], ...]:
+    return (("sgd", WORD_SGD), ("adamw", lr))
 
 
 # Smallest first. Word models tie their embedding to the output layer: most of their parameters
 # are those two matrices, and one shared matrix learns better from a small corpus.
 PRESETS: dict[str, tuple[Preset, ...]] = {
-    "char": (Preset("tiny", "gru", 1, 128, 32, 0.0, 1e-2, efficiency=0.27),
-             Preset("small", "gru", 2, 256, 64, 0.0, 6e-3, min_passes=2, efficiency=0.55),
-             Preset("medium", "gru", 2, 512, 128, 0.2, 4e-3, min_passes=4, efficiency=0.9),
-             Preset("large", "gru", 2, 768, 128, 0.5, 3e-3, min_passes=6, efficiency=0.95),
+    "char": (Preset("tiny", "gru", 1, 128, 32, 0.0, _adamw(1e-2), efficiency=0.27),
+             Preset("small", "gru", 2, 256, 64, 0.0, _adamw(6e-3), min_passes=2, efficiency=0.55),
+             Preset("medium", "gru", 2, 512, 128, 0.2, _adamw(4e-3), min_passes=4, efficiency=0.9),
+             Preset("large", "gru", 2, 768, 128, 0.5, _adamw(3e-3), min_passes=6, efficiency=0.95),
              # xlarge: for GPUs; not measured against large on a CPU (too slow there)
-             Preset("xlarge", "gru", 3, 1024, 256, 0.5, 2e-3, min_passes=6, efficiency=1.0)),
-    "word": (Preset("tiny", "gru", 1, 128, 128, 0.2, 1e-2, True, efficiency=0.6),
-             Preset("small", "gru", 2, 256, 256, 0.3, 4e-3, True, min_passes=2, efficiency=0.85),
-             Preset("medium", "gru", 2, 512, 512, 0.4, 3e-3, True, min_passes=4, efficiency=0.95),
-             Preset("large", "gru", 2, 768, 768, 0.5, 2e-3, True, min_passes=6, efficiency=1.0),
-             Preset("xlarge", "gru", 3, 1024, 1024, 0.5, 2e-3, True, min_passes=6, efficiency=1.0)),
+             Preset("xlarge", "gru", 3, 1024, 256, 0.5, _adamw(2e-3), min_passes=6, efficiency=1.0)),
+    # word: efficiency measured at the word windows (20 x 35), which keep the cores less busy
+    # than char's 64 x 100; min_passes with SGD at 20 (see WORD_SGD)
+    "word": (Preset("tiny", "gru", 1, 128, 128, 0.2, _sgd_then_adamw(1e-2), True, efficiency=0.34),
+             Preset("small", "gru", 2, 256, 256, 0.3, _sgd_then_adamw(4e-3), True, min_passes=2,
+                    efficiency=0.48),
+             Preset("medium", "gru", 2, 512, 512, 0.4, _sgd_then_adamw(3e-3), True, min_passes=4,
+                    efficiency=0.62),
+             Preset("large", "gru", 2, 768, 768, 0.5, _sgd_then_adamw(2e-3), True, min_passes=6,
+                    efficiency=0.74),
+             # xlarge: for GPUs; its CPU efficiency not measured (large's)
+             Preset("xlarge", "gru", 3, 1024, 1024, 0.5, _sgd_then_adamw(2e-3), True, min_passes=6,
+                    efficiency=0.74)),
 }
+
+
+def optimizer(level: str) -> str:
+    """What the level's presets train with (what `tune` draws rates for)."""
+    return PRESETS[level][0].optimizer
+
+
 NAMES = ("tiny", "small", "medium", "large", "xlarge")
 CHOICES = ("auto", *NAMES)
 DEFAULT_WITHOUT_TIME_LIMIT = "small"
@@ -155,7 +203,9 @@ def resolve(requested: str, level: str, vocab_size: int, budget: Budget, given: 
 
 
 def _overlay(chosen: Preset, given: dict) -> dict:
-    settings = {**chosen.settings(), **{k: v for k, v in given.items() if v is not None}}
+    given = {k: v for k, v in given.items() if v is not None}
+    optimizer, lr = optimizer_and_rate(chosen, given.get("optimizer"), given.get("lr"))
+    settings = {**chosen.settings(), **given, "optimizer": optimizer, "lr": lr}
     if chosen.tie_weights and given.get("tie_weights") is None:
         # the preset's tying follows the user's sizes: the embedding is the units, unless both
         # were given and differ, which unties them
@@ -163,6 +213,12 @@ def _overlay(chosen: Preset, given: dict) -> dict:
             settings["embedding_dim"] = settings["units"]
         settings["tie_weights"] = settings["embedding_dim"] == settings["units"]
     return settings
+
+
+def optimizer_and_rate(chosen: Preset, optimizer: str | None, lr: float | None) -> tuple[str, float]:
+    """The user's optimizer or the preset's, at the user's rate or the preset's for it."""
+    optimizer = optimizer or chosen.optimizer
+    return optimizer, lr or chosen.rate(optimizer)
 
 
 def _auto(level: str, vocab_size: int, budget: Budget, given: dict,

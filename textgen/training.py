@@ -528,9 +528,9 @@ def _train(data_options: DataOptions, model_options: ModelOptions, train_config:
     if init is not None and not run_options.resume:
         finetune.check_target(Path(init.model), model_dir)
     _check_target(model_dir, run_options)
-    if not run_options.resume and train_config.optimizer == "sgd" and train_config.lr is None:
-        raise TextgenError("--optimizer sgd needs --lr: the presets' rates are AdamW's (PyTorch's "
-                           "word_language_model trains with SGD at 20)")
+    if not run_options.resume and init is None:  # optimizer settings that cannot work: before reading
+        train_config.optimized(*presets.optimizer_and_rate(presets.PRESETS[data_options.level][0],
+                                                           train_config.optimizer, train_config.lr))
 
     tokenizer = None
     start: Start | None = None  # a new fine-tuning run's base
@@ -546,7 +546,7 @@ def _train(data_options: DataOptions, model_options: ModelOptions, train_config:
         train_config = dataclasses.replace(saved.train, **session)
     elif init is not None:
         corpus = open_sources(data_options, bool(run_options.verbose))
-        start = finetune.plan(init, corpus.chunks, data_options.max_vocab)
+        start = finetune.plan(init, corpus.chunks, data_options.max_vocab, train_config)
         tokenizer = start.tokenizer
         data_options = dataclasses.replace(data_options, level=tokenizer.level)
 
@@ -603,30 +603,29 @@ def fit_prepared(data: PreparedData, model_config: ModelConfig, train_config: Tr
 
 def _apply_preset(options: ModelOptions, config: TrainConfig, data: PreparedData,
                   placement: Placement) -> tuple[ModelConfig, TrainConfig, dict]:
-    """The network and learning rate of a new run: its preset's, under what the user gave."""
+    """The network, optimizer and learning rate of a new run: its preset's, under what the user gave."""
     budget = presets.Budget(data.train.tokens, config.seq_len * config.batch_size, config.epochs,
                             config.steps_per_epoch, config.max_steps, config.time_limit)
     devices = placement.replicas if gpu_capabilities() else 1  # replicas on CPUs share its cores
     choice = presets.resolve(options.preset, data.tokenizer.level, data.tokenizer.vocab_size, budget,
-                             {**options.given(), "lr": config.lr},
+                             {**options.given(), "optimizer": config.optimizer, "lr": config.lr},
                              lambda: presets.measured_matmul_flops() * devices)
     settings = dict(choice.settings)
-    lr = settings.pop("lr")
+    config = config.optimized(settings.pop("optimizer"), settings.pop("lr"))
     record = {"requested": choice.requested, "used": choice.preset.name, "description": choice.describe()}
     if choice.planned_passes is not None:
         record["planned_passes"] = round(choice.planned_passes, 2)
-    return (ModelConfig(vocab_size=data.tokenizer.vocab_size, **settings),
-            dataclasses.replace(config, lr=lr), record)
+    return ModelConfig(vocab_size=data.tokenizer.vocab_size, **settings), config, record
 
 
 def _compile(model: keras.Model, config: TrainConfig) -> None:
     if config.optimizer == "sgd":  # PyTorch's word_language_model recipe: clip the whole gradient's norm
-        optimizer = keras.optimizers.SGD(learning_rate=config.lr, global_clipnorm=config.clipnorm)  # no decay
+        optimizer = keras.optimizers.SGD(learning_rate=config.lr, global_clipnorm=config.clipnorm or None)
     elif config.weight_decay:
         optimizer = keras.optimizers.AdamW(learning_rate=config.lr, weight_decay=config.weight_decay,
-                                           clipnorm=config.clipnorm)
+                                           clipnorm=config.clipnorm or None)
     else:
-        optimizer = keras.optimizers.Adam(learning_rate=config.lr, clipnorm=config.clipnorm)
+        optimizer = keras.optimizers.Adam(learning_rate=config.lr, clipnorm=config.clipnorm or None)
     model.compile(optimizer=optimizer, jit_compile=config.xla,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
@@ -699,7 +698,7 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     preset_note = f"{run_config.preset['description']}; " if run_config.preset.get("description") else ""
     log(f"Training {run_config.model.cell.upper()} {run_config.model.layers}x{run_config.model.units} "
         f"({preset_note}{params:,} parameters, vocabulary {run_config.model.vocab_size:,}, "
-        f"{run_config.level} level, {run_config.precision_used}, lr {config.lr:g}) on "
+        f"{run_config.level} level, {run_config.precision_used}, {config.optimizer} at lr {config.lr:g}) on "
         f"{data.train.tokens:,} tokens; validating on "
         f"{data.val.tokens:,}"
         + (f"; epochs of {config.steps_per_epoch:,} steps over the repeated text" if endless else "")

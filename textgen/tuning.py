@@ -37,7 +37,7 @@ import keras_tuner as kt
 import numpy as np
 from keras_tuner.engine.trial import Trial, TrialStatus
 
-from textgen import artifacts
+from textgen import artifacts, presets
 from textgen.catalog import aligned
 from textgen.config import CELLS, ModelConfig, RunConfig, TrainConfig
 from textgen.data import CACHE_MAX_TOKENS, TokenSource
@@ -65,10 +65,12 @@ SEARCH_FORMAT = 1
 SAVED_DATA_OPTIONS = ("level", "max_vocab", "encoding", "val_file")  # kept by --resume, like the space
 
 # Ranges a search covers unless told otherwise; word models have a large output layer and
-# overfit sooner, so they get fewer and smaller layers, more dropout and lower rates.
+# overfit sooner, so they get fewer and smaller layers and more dropout. The rates are those of
+# the level's optimizer (its presets'): AdamW's for char, SGD's for word, around the 20 its
+# presets train at.
 DEFAULT_RANGES: dict[str, dict[str, tuple]] = {
     "char": {"layers": (1, 3), "units": (64, 512), "dropout": (0.0, 0.3), "lr": (5e-4, 1e-2)},
-    "word": {"layers": (1, 2), "units": (128, 512), "dropout": (0.0, 0.5), "lr": (3e-4, 3e-3)},
+    "word": {"layers": (1, 2), "units": (128, 512), "dropout": (0.0, 0.5), "lr": (5.0, 40.0)},
 }
 
 
@@ -233,8 +235,10 @@ def tune(data_options: DataOptions, space: SearchSpace, train_config: TrainConfi
     if (count := space.settings()) < search.trials:
         raise TextgenError(f"the search space holds only {count:,.0f} model{'s' if count > 1 else ''}; ask "
                            f"for --trials {count:,.0f} at most, or widen the ranges")
-    train_config = dataclasses.replace(train_config, strategy="one-device", cpu_devices=None).for_level(
-        data_options.level)
+    level = data_options.level
+    train_config = dataclasses.replace(train_config, strategy="one-device", cpu_devices=None,
+                                       optimizer=train_config.optimizer or presets.optimizer(level))
+    train_config = train_config.for_level(level)
     placement = place(train_config.strategy)
     data = prepare_data(data_options, train_config, tokenizer, log, progress=bool(run_options.verbose))
     if corpus_tokens is not None and data.description["tokens"] != corpus_tokens:
@@ -277,7 +281,7 @@ def _saved_search(folder: Path, data_options: DataOptions, search: SearchOptions
             raise ValueError(saved.get("format_version"))
         return (dataclasses.replace(data_options, **{k: saved["data"][k] for k in SAVED_DATA_OPTIONS}),
                 SearchSpace(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["space"].items()}),
-                TrainConfig(**saved["train"]),
+                TrainConfig(**{"optimizer": "adamw", **saved["train"]}),  # searches saved before SGD
                 SearchOptions(**saved["search"], time_limit=search.time_limit),
                 int(saved["corpus_tokens"]))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -431,11 +435,11 @@ class _TrialRunner(kt.Tuner):
         share = units / self.max_epochs
         search, config = self.search_options, self.train_config
         config = dataclasses.replace(
-            config, lr=float(f"{values['lr']:.3g}"),  # drawn values, rounded to read well
-            max_steps=math.ceil(search.max_steps * share) if search.max_steps else None,
+            config, max_steps=math.ceil(search.max_steps * share) if search.max_steps else None,
             time_limit=self.seconds_per_unit * units if self.seconds_per_unit else None,
             epochs=config.epochs if search.max_steps or search.time_limit
-            else math.ceil(config.epochs * share))
+            else math.ceil(config.epochs * share),
+        ).optimized(config.optimizer, float(f"{values['lr']:.3g}"))  # drawn values, rounded to read well
         model = ModelConfig(self.data.tokenizer.vocab_size, values["cell"], values["layers"], values["units"],
                             self.space.embedding_dim, round(values["dropout"], 2))
         part = f", 1/{self.max_epochs // units} of the budget" if units < self.max_epochs else ""
