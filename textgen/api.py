@@ -273,16 +273,18 @@ def train(sources: str | os.PathLike | Sequence[str | os.PathLike], *, level: st
           init_checkpoint: str = "best", extend_vocab: bool = False,
           **train_settings: Any) -> TextModel | None:
     """Train a model and return it loaded; `train_settings` are TrainConfig fields (epochs, lr,
-    steps_per_epoch, strategy, ...). The network and the learning rate come from `preset`
+    steps_per_epoch, strategy, ...). The network, optimizer and learning rate come from `preset`
     (textgen.presets; "auto" sizes it by the budget), under the ones given here. With
     `strategy="multi-worker"`, only the chief saves and returns the model; the other workers
     return None.
 
     `level` and `max_vocab` left at None are char and 20000; the network settings left at None
     (`cell`, `layers`, `units`, `embedding_dim`, `dropout`, `embedding_dropout`, `tie_weights`, and
-    the `lr` among `train_settings`) are the preset's. `init_from` fine-tunes a trained model (a
-    folder or a name in `output_dir`): the network is then the base model's, and giving a setting
-    that differs is an error; `extend_vocab` adds the new corpus's missing tokens to its vocabulary.
+    `optimizer` and `lr` among `train_settings`) are the preset's; `clipnorm` and `weight_decay`
+    left at None, the optimizer's (adamw: 1 and 0.1; sgd: 0.25, and weight decay is an error).
+    `init_from` fine-tunes a trained model (a folder or a name in `output_dir`): the network is
+    then the base model's, and giving a setting that differs is an error; `extend_vocab` adds the
+    new corpus's missing tokens to its vocabulary.
 
     >>> model = textgen.train(corpus, level="word", cell="lstm", layers=1, units=16, seq_len=16,
     ...                       epochs=1, output_dir=models, name="words", verbose=0)

@@ -1,9 +1,9 @@
 """Named model sizes (`--preset`), and `auto`: the size a run's budget and corpus call for.
 
 A preset sets the network (cell, layers, units, embedding, dropout, tied weights), the optimizer
-and its peak learning rate; options given explicitly override it. With a `--time-limit`, `auto` picks the
-largest preset that the time lets learn enough: one that reads the training text at least its
-`min_passes` times, or (for corpora too large to be read that often) trains on at least
+and its peak learning rate; options given explicitly override it. With a `--time-limit`, `auto`
+picks the largest preset that the time lets learn enough: one that reads the training text at
+least its `min_passes` times, or (for corpora too large to be read that often) trains on at least
 TOKENS_PER_PARAMETER tokens per parameter. A bigger network learns more per token, but one that
 sees a small text too few times in its minutes ends worse than a smaller one that sees it many
 times. On tiny shakespeare, `small` reading the text 2.1 times equals `tiny` reading it 9.5
