@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -133,6 +134,22 @@ def test_word_presets_train_with_sgd_and_keep_an_adamw_rate():
         TrainConfig(weight_decay=0.1).optimized("sgd", 20.0)
 
 
+def test_auto_stops_word_runs_after_the_passes_that_help():
+    """Given time for more passes than word models gain from, auto keeps the largest preset but
+    ends the run (decayed) after MAX_USEFUL_PASSES; char runs and shorter budgets are untouched."""
+    useful = presets.MAX_USEFUL_PASSES["word"]
+    long = presets.resolve("auto", "word", 500, budget(time_limit=3600), {}, lambda: 1e11)
+    assert long.planned_passes > useful and long.stop_after_passes == useful
+    assert long.max_steps == math.ceil(useful * CORPUS_TOKENS / 6400)
+    assert f"it trains {useful:g} of them ({long.max_steps:,} steps)" in long.describe()
+    short = presets.resolve("auto", "word", 500, budget(time_limit=3600, max_steps=100), {}, lambda: 1e11)
+    assert short.planned_passes < useful and short.max_steps is None
+    char = presets.resolve("auto", "char", 66, budget(time_limit=3600), {}, lambda: 1e11)
+    assert char.planned_passes > useful and char.max_steps is None
+    named = presets.resolve("large", "word", 500, budget(time_limit=3600), {}, never_measured)
+    assert named.max_steps is None  # a preset the user names trains for the whole budget
+
+
 def test_tied_presets_follow_the_user_sizes():
     word = presets.preset("word", "small")
     resolve = lambda given: presets.resolve("small", "word", 500, budget(), given, never_measured).settings  # noqa: E731
@@ -171,6 +188,18 @@ def test_auto_with_a_time_limit_says_what_it_planned(corpus_file, tmp_path, caps
     record = json.loads((tmp_path / "a" / "config.json").read_text())["preset"]
     assert record["requested"] == "auto" and record["planned_passes"] > 0
     assert "passes over the training text" in out
+
+
+def test_a_word_run_with_time_for_too_many_passes_stops_after_the_useful_ones(corpus_file, tmp_path, capsys):
+    code, _, err = run_cli(["train", corpus_file, *TINY, "--level", "word", "--seq-len", "16",
+                            "--time-limit", "600", "--output-dir", tmp_path, "--name", "w"], capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "w" / "config.json").read_text())
+    useful = presets.MAX_USEFUL_PASSES["word"]
+    steps = math.ceil(useful * config["corpus"]["train_tokens"] / (16 * 16))
+    assert config["preset"]["stop_after_passes"] == useful and config["train"]["max_steps"] == steps
+    assert config["result"]["stopped"] == "max_steps" and config["result"]["steps"] == steps
+    assert config["result"]["train_seconds"] < 600
 
 
 def test_tied_word_model_trains_saves_and_generates(corpus_file, tmp_path, capsys):

@@ -615,6 +615,9 @@ def _apply_preset(options: ModelOptions, config: TrainConfig, data: PreparedData
     record = {"requested": choice.requested, "used": choice.preset.name, "description": choice.describe()}
     if choice.planned_passes is not None:
         record["planned_passes"] = round(choice.planned_passes, 2)
+    if choice.max_steps is not None and (config.max_steps is None or choice.max_steps < config.max_steps):
+        record["stop_after_passes"] = choice.stop_after_passes
+        config = dataclasses.replace(config, max_steps=choice.max_steps)
     return ModelConfig(vocab_size=data.tokenizer.vocab_size, **settings), config, record
 
 
