@@ -622,13 +622,14 @@ def _apply_preset(options: ModelOptions, config: TrainConfig, data: PreparedData
 
 
 def _compile(model: keras.Model, config: TrainConfig) -> None:
+    clip = config.clipnorm or None  # 0 (or None in a run saved before CLIPNORMS): off
     if config.optimizer == "sgd":  # PyTorch's word_language_model recipe: clip the whole gradient's norm
-        optimizer = keras.optimizers.SGD(learning_rate=config.lr, global_clipnorm=config.clipnorm or None)
+        optimizer = keras.optimizers.SGD(learning_rate=config.lr, global_clipnorm=clip)
     elif config.weight_decay:
         optimizer = keras.optimizers.AdamW(learning_rate=config.lr, weight_decay=config.weight_decay,
-                                           clipnorm=config.clipnorm or None)
+                                           clipnorm=clip)
     else:
-        optimizer = keras.optimizers.Adam(learning_rate=config.lr, clipnorm=config.clipnorm or None)
+        optimizer = keras.optimizers.Adam(learning_rate=config.lr, clipnorm=clip)
     model.compile(optimizer=optimizer, jit_compile=config.xla,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
