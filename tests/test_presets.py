@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 
 import numpy as np
 import pytest
 
-from textgen import presets
+from textgen import presets, training
 from textgen.config import ModelConfig, TrainConfig
 from textgen.errors import TextgenError
 
@@ -140,14 +141,14 @@ def test_auto_stops_word_runs_after_the_passes_that_help():
     useful = presets.MAX_USEFUL_PASSES["word"]
     long = presets.resolve("auto", "word", 500, budget(time_limit=3600), {}, lambda: 1e11)
     assert long.planned_passes > useful and long.stop_after_passes == useful
-    assert long.max_steps == math.ceil(useful * CORPUS_TOKENS / 6400)
-    assert f"it trains {useful:g} of them ({long.max_steps:,} steps)" in long.describe()
+    assert long.stop_at_step == math.ceil(useful * CORPUS_TOKENS / 6400)
+    assert f"it trains {useful:g} of them ({long.stop_at_step:,} steps)" in long.describe()
     short = presets.resolve("auto", "word", 500, budget(time_limit=3600, max_steps=100), {}, lambda: 1e11)
-    assert short.planned_passes < useful and short.max_steps is None
+    assert short.planned_passes < useful and short.stop_at_step is None
     char = presets.resolve("auto", "char", 66, budget(time_limit=3600), {}, lambda: 1e11)
-    assert char.planned_passes > useful and char.max_steps is None
+    assert char.planned_passes > useful and char.stop_at_step is None
     named = presets.resolve("large", "word", 500, budget(time_limit=3600), {}, never_measured)
-    assert named.max_steps is None  # a preset the user names trains for the whole budget
+    assert named.stop_at_step is None  # a preset the user names trains for the whole budget
 
 
 def test_tied_presets_follow_the_user_sizes():
@@ -197,9 +198,40 @@ def test_a_word_run_with_time_for_too_many_passes_stops_after_the_useful_ones(co
     config = json.loads((tmp_path / "w" / "config.json").read_text())
     useful = presets.MAX_USEFUL_PASSES["word"]
     steps = math.ceil(useful * config["corpus"]["train_tokens"] / (16 * 16))
-    assert config["preset"]["stop_after_passes"] == useful and config["train"]["max_steps"] == steps
-    assert config["result"]["stopped"] == "max_steps" and config["result"]["steps"] == steps
+    assert config["preset"]["stop_after_passes"] == useful and config["preset"]["stop_at_step"] == steps
+    assert config["train"]["max_steps"] is None  # a session's limit; the run's own end is the preset's
+    # the passes planned are done: a finished run, with nothing left to resume
+    assert config["result"]["stopped"] == "completed" and config["result"]["steps"] == steps
     assert config["result"]["train_seconds"] < 600
+    assert not (tmp_path / ".w.training").exists()
+
+
+def test_a_resumed_word_run_still_stops_after_the_useful_passes(corpus_file, tmp_path, capsys, monkeypatch):
+    """The stop after MAX_USEFUL_PASSES counts the whole run's steps: a run interrupted after its
+    first epoch and resumed with another session's budget trains only the steps left."""
+    epoch_end = training.EpochLog.on_epoch_end
+
+    def on_epoch_end(self, epoch, logs=None):
+        epoch_end(self, epoch, logs)
+        if epoch == 0:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C after the first epoch
+
+    args = ["train", corpus_file, *TINY, "--level", "word", "--seq-len", "16", "--output-dir", tmp_path,
+            "--name", "w"]
+    with monkeypatch.context() as patched:
+        patched.setattr(training.EpochLog, "on_epoch_end", on_epoch_end)
+        code, _, err = run_cli([*args, "--time-limit", "600"], capsys)
+    assert code == 130, err
+    first = json.loads((tmp_path / "w" / "config.json").read_text())
+    planned = first["preset"]["stop_at_step"]
+    assert first["result"]["stopped"] == "interrupted" and first["result"]["steps"] < planned
+
+    code, _, err = run_cli([*args, "--resume", "--time-limit", "900"], capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "w" / "config.json").read_text())
+    assert config["preset"]["stop_at_step"] == planned
+    assert config["result"]["stopped"] == "completed" and config["result"]["steps"] == planned
+    assert not (tmp_path / ".w.training").exists()
 
 
 def test_tied_word_model_trains_saves_and_generates(corpus_file, tmp_path, capsys):

@@ -187,7 +187,7 @@ class Choice:
     settings: dict
     planned_passes: float | None  # passes over the training text the budget allows (auto only)
     stop_after_passes: float | None = None  # auto, given time for too many (MAX_USEFUL_PASSES)
-    max_steps: int | None = None  # the steps those passes take
+    stop_at_step: int | None = None  # the steps those passes take
 
     def describe(self) -> str:
         shape = f"{self.settings['cell'].upper()} {self.settings['layers']}x{self.settings['units']}"
@@ -195,8 +195,8 @@ class Choice:
             return f"preset {self.preset.name} ({shape})"
         if self.planned_passes is None:
             return f"preset {self.preset.name} ({shape}; auto, without --time-limit)"
-        stop = (f"; it trains {self.stop_after_passes:g} of them ({self.max_steps:,} steps): more would "
-                "overfit") if self.max_steps else ""
+        stop = (f"; it trains {self.stop_after_passes:g} of them ({self.stop_at_step:,} steps): more would "
+                "overfit") if self.stop_at_step else ""
         return (f"preset {self.preset.name} ({shape}; auto: the budget allows about "
                 f"{self.planned_passes:,.1f} passes over the training text{stop})")
 
@@ -215,7 +215,7 @@ def resolve(requested: str, level: str, vocab_size: int, budget: Budget, given: 
     if passes is None or useful is None or passes <= useful:
         return choice
     steps = math.ceil(useful * budget.train_tokens / budget.tokens_per_step)
-    return replace(choice, stop_after_passes=useful, max_steps=steps)
+    return replace(choice, stop_after_passes=useful, stop_at_step=steps)
 
 
 def _overlay(chosen: Preset, given: dict) -> dict:

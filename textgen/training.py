@@ -615,9 +615,11 @@ def _apply_preset(options: ModelOptions, config: TrainConfig, data: PreparedData
     record = {"requested": choice.requested, "used": choice.preset.name, "description": choice.describe()}
     if choice.planned_passes is not None:
         record["planned_passes"] = round(choice.planned_passes, 2)
-    if choice.max_steps is not None and (config.max_steps is None or choice.max_steps < config.max_steps):
+    end = choice.stop_at_step
+    if end is not None and (config.max_steps is None or end < config.max_steps):
+        # the run's own end, in steps of the whole run: kept here, not in max_steps (a session's)
         record["stop_after_passes"] = choice.stop_after_passes
-        config = dataclasses.replace(config, max_steps=choice.max_steps)
+        record["stop_at_step"] = end
     return ModelConfig(vocab_size=data.tokenizer.vocab_size, **settings), config, record
 
 
@@ -671,11 +673,17 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
                                     endless=endless, start_epoch=position.epoch, skip_batches=position.steps)
 
     val_chars_per_token = (data.val.chars or data.val.tokens) / data.val.tokens
-    budget = Budget(config.max_steps, config.time_limit)
+    total_steps = config.epochs * steps_per_epoch
+    session_steps = config.max_steps
+    planned_end = run_config.preset.get("stop_at_step")  # auto's stop after its useful passes
+    if planned_end is not None:  # steps of the whole run: a resumed session trains what is left
+        total_steps = min(total_steps, planned_end)
+        session_steps = min(session_steps or planned_end, planned_end - position.steps)
+    budget = Budget(session_steps, config.time_limit)
     history = EpochLog(run_dir / artifacts.HISTORY_FILE, config.seq_len * config.batch_size,
                        val_chars_per_token, run_config.level)
     previous = [v for v in history.history.get("val_loss", []) if v is not None]
-    schedule = (BudgetSchedule(config.lr, config.lr_schedule, total_steps=config.epochs * steps_per_epoch,
+    schedule = (BudgetSchedule(config.lr, config.lr_schedule, total_steps=total_steps,
                                max_steps=config.max_steps, time_limit=config.time_limit)
                 if config.lr_schedule != "constant" else None)
     callbacks: list[keras.callbacks.Callback] = [
@@ -722,6 +730,8 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     losses = history.history.get("loss", [])
     epochs_done = len(losses)
     stopped = _stop_reason(interrupted, budget.reason, losses, config.epochs)
+    if stopped == "max_steps" and planned_end is not None and optimizer_steps(model) >= planned_end:
+        stopped = "completed"  # the passes auto planned are done: nothing left to resume
     val_losses = [v for v in history.history.get("val_loss", []) if v is not None]
     # all the steps behind these weights, those of earlier (resumed) sessions included
     result = {"stopped": stopped, "epochs": epochs_done, "steps": optimizer_steps(model),
