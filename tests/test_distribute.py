@@ -177,6 +177,16 @@ def test_a_batch_smaller_than_the_replicas_is_refused(corpus_file, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_preset_batch_smaller_than_the_replicas_is_refused(corpus_file, tmp_path):
+    no_batch = ["--layers", "1", "--units", "8", "--embedding-dim", "8", "--seq-len", "32", "--quiet"]
+    proc = textgen_process(["train", corpus_file, *no_batch, "--preset", "large", "--strategy", "mirrored",
+                            "--cpu-devices", "40", "--output-dir", tmp_path / "out"], tmp_path / "log.txt")
+    assert finish([proc]) == [2]
+    assert (tmp_path / "log.txt").read_text().splitlines() == [
+        "textgen: error: preset large trains on batches of 32, fewer than the 40 replicas: give --batch-size"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_chief_is_the_chief_task_or_else_worker_0():
     from textgen.distribute import is_chief, read_cluster
 

@@ -19,7 +19,7 @@ CORPUS_TOKENS = 1_000_000
 
 
 def budget(**limits) -> presets.Budget:
-    return presets.Budget(train_tokens=CORPUS_TOKENS, tokens_per_step=6400, epochs=20, **limits)
+    return presets.Budget(train_tokens=CORPUS_TOKENS, seq_len=100, batch_size=64, epochs=20, **limits)
 
 
 def never_measured() -> float:
@@ -50,7 +50,8 @@ def test_steps_and_epochs_that_end_a_timed_run_sooner_shrink_the_plan():
     assert largest.preset.name == presets.NAMES[-1]
     short = presets.resolve("auto", "char", 66, budget(time_limit=60, max_steps=100), {}, fast)
     assert short.preset.name == "tiny" and short.planned_passes == pytest.approx(0.64)
-    one_epoch = presets.Budget(train_tokens=CORPUS_TOKENS, tokens_per_step=6400, epochs=1, time_limit=60)
+    one_epoch = presets.Budget(train_tokens=CORPUS_TOKENS, seq_len=100, batch_size=64, epochs=1,
+                               time_limit=60)
     assert presets.resolve("auto", "char", 66, one_epoch, {}, fast).planned_passes == 1
 
 
@@ -80,7 +81,7 @@ def test_auto_picks_the_largest_preset_the_time_lets_learn_enough():
 def test_on_a_large_corpus_tokens_per_parameter_decide():
     """A corpus too large to be read a preset's `min_passes` times still gets a network its tokens
     can train."""
-    huge = presets.Budget(train_tokens=10**10, tokens_per_step=6400, epochs=20, time_limit=3600)
+    huge = presets.Budget(train_tokens=10**10, seq_len=100, batch_size=64, epochs=20, time_limit=3600)
     choice = presets.resolve("auto", "char", 66, huge, {}, lambda: 1e11)
     assert choice.planned_passes < choice.preset.min_passes and choice.preset.name != "tiny"
 
@@ -112,6 +113,22 @@ def test_given_settings_override_the_preset():
     medium = presets.preset("char", "medium")
     assert choice.settings == {**medium.settings(), "units": 300, "lr": 1e-3}
     assert choice.describe() == "preset medium (GRU 2x300)"
+
+
+def test_a_preset_batch_size_applies_unless_the_user_gives_one():
+    """`large` trains on batches of 32 unless --batch-size says otherwise; auto plans a step-bounded
+    run by the batches its candidate would train on."""
+    large = presets.preset("char", "large")
+    assert large.batch_size == 32 and presets.preset("char", "medium").batch_size is None
+    defaults = budget(batch_given=False)
+    assert presets.resolve("large", "char", 66, defaults, {}, never_measured).batch_size == 32
+    assert presets.resolve("medium", "char", 66, defaults, {}, never_measured).batch_size == 64
+    assert presets.resolve("large", "char", 66, budget(), {}, never_measured).batch_size == 64  # given
+    fast = lambda: 1e14  # noqa: E731
+    steps = budget(time_limit=60, max_steps=1000, batch_given=False)
+    assert defaults.tokens(large, fast) == 20 * CORPUS_TOKENS  # the epochs end it first
+    assert steps.tokens(large, fast) == 1000 * 100 * 32
+    assert steps.tokens(presets.preset("char", "medium"), fast) == 1000 * 100 * 64
 
 
 def test_word_presets_train_with_sgd_and_keep_an_adamw_rate():
@@ -178,7 +195,21 @@ def test_train_records_the_preset_and_its_settings(corpus_file, tmp_path, capsys
     assert {k: config["model"][k] for k in ("cell", "layers", "units", "embedding_dim", "dropout")} == \
         {"cell": "gru", "layers": 1, "units": 128, "embedding_dim": 32, "dropout": 0.0}
     assert (config["train"]["optimizer"], config["train"]["lr"]) == ("adamw", tiny.rate("adamw"))
-    assert "preset tiny (GRU 1x128)" in out
+    assert config["train"]["batch_size"] == 64  # the level's: tiny has no batch size of its own
+    assert "preset tiny (GRU 1x128)" in out and "batches of 64 x 32" in out
+
+
+def test_a_preset_with_its_own_batch_size_trains_on_it(corpus_file, tmp_path, capsys):
+    args = ["train", corpus_file, "--preset", "large", "--units", "16", "--embedding-dim", "8", "--max-steps",
+            "1", "--seq-len", "32", "--no-samples", "--output-dir", tmp_path]
+    code, out, err = run_cli([*args, "--name", "own"], capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "own" / "config.json").read_text())
+    assert config["train"]["batch_size"] == 32 and config["train"]["lr"] == 2e-3
+    assert "batches of 32 x 32" in out
+    code, out, err = run_cli([*args, "--name", "given", "--batch-size", "8"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "given" / "config.json").read_text())["train"]["batch_size"] == 8
 
 
 def test_auto_with_a_time_limit_says_what_it_planned(corpus_file, tmp_path, capsys):

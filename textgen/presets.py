@@ -1,25 +1,24 @@
 """Named model sizes (`--preset`), and `auto`: the size a run's budget and corpus call for.
 
 A preset sets the network (cell, layers, units, embedding, dropout, tied weights), the optimizer
-and its peak learning rate; options given explicitly override it. With a `--time-limit`, `auto`
-picks the largest preset that the time lets learn enough: one that reads the training text at
-least its `min_passes` times, or (for corpora too large to be read that often) trains on at least
-TOKENS_PER_PARAMETER tokens per parameter. A bigger network learns more per token, but one that
-sees a small text too few times in its minutes ends worse than a smaller one that sees it many
-times. On tiny shakespeare, `small` reading the text 2.1 times equals `tiny` reading it 9.5
-times in the same minutes (1.604 nats/char), and `medium` reading it 1.8 times loses to `small`
-reading it 4.4 times (1.639 against 1.487) but wins at 7.7 against 20 (1.460 against 1.477).
-Given 30 minutes, `medium` reads the text 20 times and overfits (1.488), where `large` reads
-it 10 times (1.462; with dropout 0.3 instead of 0.5, 1.466).
-Word level (SGD at 20, perplexity): `medium` reading the text 3 times loses to `small` reading it
-5 times (120.0 against 106.9), and reaches 108.5 at 4.4 passes and 104.2 at 5.7, where `small`
-reading it 11 times overfits (115.4).
-Each preset's training speed is estimated from the machine's matrix-multiply rate (measured
-once, in a fifth of a second), the arithmetic a trained token costs, and the share of that rate
-the preset's training reached when measured (`efficiency`: small networks keep the cores less
-busy); `--max-steps` and the epochs, when they end the run sooner, shorten the plan too.
-Without a time limit the run's length is no compute budget to size the network by, and `auto`
-is DEFAULT_WITHOUT_TIME_LIMIT.
+and its peak learning rate, and may set the batch size; options given explicitly override it.
+With a `--time-limit`, `auto` picks the largest preset that the time lets learn enough: one that
+reads the training text at least its `min_passes` times, or (for corpora too large to be read
+that often) trains on at least TOKENS_PER_PARAMETER tokens per parameter. A bigger network
+learns more per token, but one that sees a small text too few times in its minutes ends worse
+than a smaller one that sees it many times. On tiny shakespeare, `small` reading the text 2.1
+times equals `tiny` reading it 9.5 times in the same minutes (1.604 nats/char), and `medium`
+reading it 1.8 times loses to `small` reading it 4.4 times (1.639 against 1.487) but wins at 7.7
+against 20 (1.460 against 1.477). Given 30 minutes, `medium` reads the text 20 times and
+overfits (1.488), where `large` reads it 10 times (1.462; with dropout 0.3 instead of 0.5,
+1.466). Word level (SGD at 20, perplexity): `medium` reading the text 3 times loses to `small`
+reading it 5 times (120.0 against 106.9), and reaches 108.5 at 4.4 passes and 104.2 at 5.7,
+where `small` reading it 11 times overfits (115.4). Each preset's training speed is estimated
+from the machine's matrix-multiply rate (measured once, in a fifth of a second), the arithmetic
+a trained token costs, and the share of that rate the preset's training reached when measured
+(`efficiency`: small networks keep the cores less busy); `--max-steps` and the epochs, when they
+end the run sooner, shorten the plan too. Without a time limit the run's length is no compute
+budget to size the network by, and `auto` is DEFAULT_WITHOUT_TIME_LIMIT.
 """
 
 from __future__ import annotations
@@ -53,6 +52,8 @@ class Preset:
     # peak learning rate by optimizer, the preset's own first (measured on tiny shakespeare)
     rates: tuple[tuple[str, float], ...]
     tie_weights: bool = False
+    # windows per batch when --batch-size is not given; None: the level's (config.WINDOW_DEFAULTS)
+    batch_size: int | None = field(default=None, compare=False)
     # auto takes this preset when the time lets it read the training text this often (measured, above)
     min_passes: float = field(default=0.0, compare=False)
     # training FLOP/s as a share of the 1024-matmul rate measured_matmul_flops gives, measured on
@@ -72,7 +73,7 @@ class Preset:
 
     def network(self) -> dict:
         """ModelConfig's settings."""
-        ignored = ("name", "rates", "min_passes", "efficiency")
+        ignored = ("name", "rates", "batch_size", "min_passes", "efficiency")
         return {k: v for k, v in asdict(self).items() if k not in ignored}
 
     def settings(self) -> dict:
@@ -100,7 +101,11 @@ PRESETS: dict[str, tuple[Preset, ...]] = {
     "char": (Preset("tiny", "gru", 1, 128, 32, 0.0, _adamw(1e-2), efficiency=0.27),
              Preset("small", "gru", 2, 256, 64, 0.0, _adamw(6e-3), min_passes=2, efficiency=0.55),
              Preset("medium", "gru", 2, 512, 128, 0.2, _adamw(4e-3), min_passes=4, efficiency=0.9),
-             Preset("large", "gru", 2, 768, 128, 0.5, _adamw(3e-3), min_passes=6, efficiency=0.95),
+             # large: batches of 32 at 0.002 reached 1.4571 in 30 minutes where batches of 64 at
+             # 0.003 ended at 1.4615-1.4635 (Sapphire Rapids); twice the updates per token, for
+             # 2-14% fewer tokens per second on the 2-core CPUs measured
+             Preset("large", "gru", 2, 768, 128, 0.5, _adamw(2e-3), batch_size=32, min_passes=6,
+                    efficiency=0.95),
              # xlarge: for GPUs; not measured against large on a CPU (too slow there)
              Preset("xlarge", "gru", 3, 1024, 256, 0.5, _adamw(2e-3), min_passes=6, efficiency=1.0)),
     # word: efficiency measured at the word windows (20 x 35), which keep the cores less busy
@@ -160,19 +165,26 @@ class Budget:
     """What bounds a run, in the terms presets are chosen by."""
 
     train_tokens: int  # tokens in one pass over the training text
-    tokens_per_step: int
+    seq_len: int
+    batch_size: int  # the run's: --batch-size, or the level's default
     epochs: int
     steps_per_epoch: int | None = None
     max_steps: int | None = None
     time_limit: float | None = None
+    batch_given: bool = True  # False: a preset with a batch size of its own trains on it
 
-    def tokens(self, tokens_per_second: Callable[[], float]) -> float:
-        """Tokens a time-limited run may train on (the other limits may end it sooner)."""
+    def batch_for(self, chosen: Preset) -> int:
+        """Windows per batch of a run on `chosen`."""
+        return chosen.batch_size if chosen.batch_size and not self.batch_given else self.batch_size
+
+    def tokens(self, chosen: Preset, tokens_per_second: Callable[[], float]) -> float:
+        """Tokens a time-limited run on `chosen` may train on (the other limits may end it sooner)."""
+        tokens_per_step = self.seq_len * self.batch_for(chosen)
         limits = [self.epochs * self.train_tokens]
         if self.steps_per_epoch is not None:
-            limits.append(self.epochs * self.steps_per_epoch * self.tokens_per_step)
+            limits.append(self.epochs * self.steps_per_epoch * tokens_per_step)
         if self.max_steps is not None:
-            limits.append(self.max_steps * self.tokens_per_step)
+            limits.append(self.max_steps * tokens_per_step)
         if self.time_limit is not None:
             limits.append(self.time_limit * TIMED_SHARE * tokens_per_second())
         return min(limits)
@@ -185,6 +197,7 @@ class Choice:
     requested: str
     preset: Preset
     settings: dict
+    batch_size: int  # windows per batch: the user's, the preset's, or the level's
     planned_passes: float | None  # passes over the training text the budget allows (auto only)
     stop_after_passes: float | None = None  # auto, given time for too many (MAX_USEFUL_PASSES)
     stop_at_step: int | None = None  # the steps those passes take
@@ -208,13 +221,13 @@ def resolve(requested: str, level: str, vocab_size: int, budget: Budget, given: 
     limit needs a speed estimate."""
     if requested != "auto":
         chosen = preset(level, requested)
-        return Choice(requested, chosen, _overlay(chosen, given), None)
+        return Choice(requested, chosen, _overlay(chosen, given), budget.batch_for(chosen), None)
     chosen, passes = _auto(level, vocab_size, budget, given, matmul_flops)
-    choice = Choice(requested, chosen, _overlay(chosen, given), passes)
+    choice = Choice(requested, chosen, _overlay(chosen, given), budget.batch_for(chosen), passes)
     useful = MAX_USEFUL_PASSES[level]
     if passes is None or useful is None or passes <= useful:
         return choice
-    steps = math.ceil(useful * budget.train_tokens / budget.tokens_per_step)
+    steps = math.ceil(useful * budget.train_tokens / (budget.seq_len * choice.batch_size))
     return replace(choice, stop_after_passes=useful, stop_at_step=steps)
 
 
@@ -246,7 +259,7 @@ def _auto(level: str, vocab_size: int, budget: Budget, given: dict,
     for candidate in reversed(table):
         settings = _overlay(candidate, given)
         tokens_per_flop = candidate.efficiency / train_flops_per_token(**settings, vocab_size=vocab_size)
-        tokens = budget.tokens(lambda rate=tokens_per_flop: matmul_flops() * rate)
+        tokens = budget.tokens(candidate, lambda rate=tokens_per_flop: matmul_flops() * rate)
         passes = tokens / max(budget.train_tokens, 1)
         enough = TOKENS_PER_PARAMETER * parameters(**settings, vocab_size=vocab_size)
         if passes >= candidate.min_passes or tokens >= enough:

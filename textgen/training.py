@@ -550,6 +550,7 @@ def _train(data_options: DataOptions, model_options: ModelOptions, train_config:
         tokenizer = start.tokenizer
         data_options = dataclasses.replace(data_options, level=tokenizer.level)
 
+    batch_given = train_config.batch_size is not None
     train_config = train_config.for_level(data_options.level)
     if train_config.batch_size < placement.replicas:
         raise TextgenError(f"--batch-size is the global batch, shared by {placement.replicas} replicas: "
@@ -568,7 +569,7 @@ def _train(data_options: DataOptions, model_options: ModelOptions, train_config:
         preset_record = {}
     else:
         model_config, train_config, preset_record = _apply_preset(model_options, train_config, data,
-                                                                  placement)
+                                                                  placement, batch_given)
     return fit_prepared(data, model_config, train_config, run_options, placement, model_dir, log, began,
                         start=start, init_from=saved.init_from if run_options.resume else None,
                         preset=preset_record)
@@ -601,16 +602,21 @@ def fit_prepared(data: PreparedData, model_config: ModelConfig, train_config: Tr
         apply_precision("float32")
 
 
-def _apply_preset(options: ModelOptions, config: TrainConfig, data: PreparedData,
-                  placement: Placement) -> tuple[ModelConfig, TrainConfig, dict]:
-    """The network, optimizer and learning rate of a new run: its preset's, under what the user gave."""
-    budget = presets.Budget(data.train.tokens, config.seq_len * config.batch_size, config.epochs,
-                            config.steps_per_epoch, config.max_steps, config.time_limit)
+def _apply_preset(options: ModelOptions, config: TrainConfig, data: PreparedData, placement: Placement,
+                  batch_given: bool) -> tuple[ModelConfig, TrainConfig, dict]:
+    """The network, optimizer, learning rate and batch size of a new run: its preset's, under what
+    the user gave."""
+    budget = presets.Budget(data.train.tokens, config.seq_len, config.batch_size, config.epochs,
+                            config.steps_per_epoch, config.max_steps, config.time_limit, batch_given)
     devices = placement.replicas if gpu_capabilities() else 1  # replicas on CPUs share its cores
     choice = presets.resolve(options.preset, data.tokenizer.level, data.tokenizer.vocab_size, budget,
                              {**options.given(), "optimizer": config.optimizer, "lr": config.lr},
                              lambda: presets.measured_matmul_flops() * devices)
+    if choice.batch_size < placement.replicas:
+        raise TextgenError(f"preset {choice.preset.name} trains on batches of {choice.batch_size}, fewer "
+                           f"than the {placement.replicas} replicas: give --batch-size")
     settings = dict(choice.settings)
+    config = dataclasses.replace(config, batch_size=choice.batch_size)
     config = config.optimized(settings.pop("optimizer"), settings.pop("lr"))
     record = {"requested": choice.requested, "used": choice.preset.name, "description": choice.describe()}
     if choice.planned_passes is not None:
@@ -710,7 +716,8 @@ def _fit_and_publish(data: PreparedData, run_config: RunConfig, model_dir: Path,
     preset_note = f"{run_config.preset['description']}; " if run_config.preset.get("description") else ""
     log(f"Training {run_config.model.cell.upper()} {run_config.model.layers}x{run_config.model.units} "
         f"({preset_note}{params:,} parameters, vocabulary {run_config.model.vocab_size:,}, "
-        f"{run_config.level} level, {run_config.precision_used}, {config.optimizer} at lr {config.lr:g}) on "
+        f"{run_config.level} level, {run_config.precision_used}, {config.optimizer} at lr {config.lr:g}, "
+        f"batches of {config.batch_size} x {config.seq_len}) on "
         f"{data.train.tokens:,} tokens; validating on "
         f"{data.val.tokens:,}"
         + (f"; epochs of {config.steps_per_epoch:,} steps over the repeated text" if endless else "")
