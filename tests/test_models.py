@@ -36,6 +36,7 @@ def test_precision_auto_picks_float16_only_on_tensor_core_gpus():
 
 def test_precision_auto_takes_bf16_products_on_cpus_that_multiply_bfloat16_fast():
     assert resolve_precision("auto", [], lambda: 4.3) == "float32_bf16_matmul"  # AMX, measured
+    assert resolve_precision("auto", [], lambda: 1.76) == "float32_bf16_matmul"  # Zen 4's slowest
     assert resolve_precision("auto", [], lambda: 1.2) == "float32"
     assert resolve_precision("auto", [], lambda: 0.05) == "float32"  # emulated bfloat16
     assert resolve_precision("float32", [], never_measured) == "float32"
