@@ -125,6 +125,24 @@ def recover(target: Path) -> None:
         os.replace(olds[-1], target)
 
 
+def check_target(model_dir: Path, work: Path, marker: str, what: str, *, resume: bool,
+                 force: bool) -> None:
+    """Refuse to overwrite or silently abandon anything before a single byte is written: `work`
+    is the unfinished `what` ("run", "search") for `model_dir`, resumable once it holds `marker`."""
+    recover(model_dir)  # a previous run killed while publishing moved it aside
+    name, folder = model_dir.name, model_dir.parent
+    if resume:
+        if not (work / marker).is_file():
+            raise TextgenError(f"no interrupted {what} named {name!r} in {folder} to resume")
+        return
+    if work.exists() and not force:
+        raise TextgenError(f"an unfinished {what} named {name!r} exists in {folder}; pass --resume to "
+                           "continue it or --force to start over")
+    if model_dir.exists() and not force:
+        raise TextgenError(f"model {name!r} already exists in {folder}; pass --force to overwrite it or "
+                           "choose another --name")
+
+
 def recover_all(folder: Path) -> None:
     """`recover` every model folder of `folder` that a killed `publish` left moved aside."""
     for entry in folder.glob(f".*{OLD_MARK}*"):

@@ -460,23 +460,6 @@ def prepare_data(options: DataOptions, train_config: TrainConfig, tokenizer: Tok
     return PreparedData(tokenizer, train, val, description)
 
 
-def _check_target(model_dir: Path, options: RunOptions) -> None:
-    """Refuse to overwrite or silently abandon anything before a single byte is written."""
-    artifacts.recover(model_dir)  # a previous run killed while publishing moved it aside
-    run_dir = artifacts.work_dir(model_dir)
-    if options.resume:
-        if not (run_dir / artifacts.CONFIG_FILE).is_file():
-            raise TextgenError(f"no interrupted run named {model_dir.name!r} in {model_dir.parent} "
-                               "to resume")
-        return
-    if run_dir.exists() and not options.force:
-        raise TextgenError(f"an unfinished run named {model_dir.name!r} exists in {model_dir.parent}; "
-                           "pass --resume to continue it or --force to start over")
-    if model_dir.exists() and not options.force:
-        raise TextgenError(f"model {model_dir.name!r} already exists in {model_dir.parent}; "
-                           "pass --force to overwrite it or choose another --name")
-
-
 def train(data_options: DataOptions, model_options: ModelOptions, train_config: TrainConfig,
           run_options: RunOptions, init: InitOptions | None = None) -> Path | None:
     """Train and publish a model folder; returns its path. Ctrl-C saves what was finished.
@@ -527,7 +510,8 @@ def _train(data_options: DataOptions, model_options: ModelOptions, train_config:
     run_dir = artifacts.work_dir(model_dir)
     if init is not None and not run_options.resume:
         finetune.check_target(Path(init.model), model_dir)
-    _check_target(model_dir, run_options)
+    artifacts.check_target(model_dir, artifacts.work_dir(model_dir), artifacts.CONFIG_FILE, "run",
+                           resume=run_options.resume, force=run_options.force)
     if not run_options.resume and init is None:  # optimizer settings that cannot work: before reading
         train_config.optimized(*presets.optimizer_and_rate(presets.PRESETS[data_options.level][0],
                                                            train_config.optimizer, train_config.lr))

@@ -225,7 +225,8 @@ def tune(data_options: DataOptions, space: SearchSpace, train_config: TrainConfi
     name = model_name(run_options.name or default_name(data_options.sources, data_options.level) + "-tuned")
     model_dir = Path(run_options.output_dir) / name
     folder = search_dir(model_dir)
-    _check_target(model_dir, folder, run_options)
+    artifacts.check_target(model_dir, folder, SEARCH_FILE, "search", resume=run_options.resume,
+                           force=run_options.force)
     tokenizer, corpus_tokens = None, None
     if run_options.resume:  # the search's own settings; only the time budget is this session's
         data_options, space, train_config, search, corpus_tokens = _saved_search(folder, data_options, search)
@@ -313,22 +314,6 @@ def _finish(runner: _TrialRunner, model_dir: Path, interrupted: bool, log: Any) 
     log(f"Saved {model_dir} (trial {best['trial']}: {best['cell'].upper()} {best['layers']}x{best['units']}, "
         f"val_loss {best['val_loss']:.4f}); the table is in {model_dir / TRIALS_CSV}.{resume}")
     return model_dir
-
-
-def _check_target(model_dir: Path, folder: Path, options: RunOptions) -> None:
-    """Refuse to overwrite or silently abandon anything before a single byte is written."""
-    artifacts.recover(model_dir)
-    where = f"{model_dir.name!r} in {model_dir.parent}"
-    if options.resume:
-        if not (folder / SEARCH_FILE).is_file():
-            raise TextgenError(f"no interrupted search named {where} to resume")
-        return
-    if folder.exists() and not options.force:
-        raise TextgenError(f"an unfinished search named {where} exists; pass --resume to continue it or "
-                           "--force to start over")
-    if model_dir.exists() and not options.force:
-        raise TextgenError(f"model {where} already exists; pass --force to overwrite it or choose another "
-                           "--name")
 
 
 def _tokenized_once(data: PreparedData) -> PreparedData:
