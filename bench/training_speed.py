@@ -68,7 +68,8 @@ def main() -> None:
                         help="steps per epoch (and PyTorch's measured steps)")
     parser.add_argument("--xla", action="store_true", help="also measure textgen train --xla")
     parser.add_argument("--bf16", action="store_true",
-                        help="also measure --precision float32_bf16_matmul (auto's choice on CPUs with AMX)")
+                        help="also measure --precision float32_bf16_matmul "
+                             "(auto's choice on CPUs with fast bfloat16: AMX, AVX512_BF16)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="alternate textgen and PyTorch runs this often; medians are reported")
     args = parser.parse_args()
