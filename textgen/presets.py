@@ -1,24 +1,25 @@
 """Named model sizes (`--preset`), and `auto`: the size a run's budget and corpus call for.
 
 A preset sets the network (cell, layers, units, embedding, dropout, tied weights), the optimizer
-and its peak learning rate, and may set the batch size; options given explicitly override it.
-With a `--time-limit`, `auto` picks the largest preset that the time lets learn enough: one that
-reads the training text at least its `min_passes` times, or (for corpora too large to be read
-that often) trains on at least TOKENS_PER_PARAMETER tokens per parameter. A bigger network
-learns more per token, but one that sees a small text too few times in its minutes ends worse
-than a smaller one that sees it many times. On tiny shakespeare, `small` reading the text 2.1
-times equals `tiny` reading it 9.5 times in the same minutes (1.604 nats/char), and `medium`
-reading it 1.8 times loses to `small` reading it 4.4 times (1.639 against 1.487) but wins at 7.7
-against 20 (1.460 against 1.477). Given 30 minutes, `medium` reads the text 20 times and
-overfits (1.488), where `large` reads it 10 times (1.462; with dropout 0.3 instead of 0.5,
-1.466). Word level (SGD at 20, perplexity): `medium` reading the text 3 times loses to `small`
-reading it 5 times (120.0 against 106.9), and reaches 108.5 at 4.4 passes and 104.2 at 5.7,
-where `small` reading it 11 times overfits (115.4). Each preset's training speed is estimated
-from the machine's matrix-multiply rate (measured once, in a fifth of a second), the arithmetic
-a trained token costs, and the share of that rate the preset's training reached when measured
-(`efficiency`: small networks keep the cores less busy); `--max-steps` and the epochs, when they
-end the run sooner, shorten the plan too. Without a time limit the run's length is no compute
-budget to size the network by, and `auto` is DEFAULT_WITHOUT_TIME_LIMIT.
+and its peak learning rate, and may set the batch size; options given explicitly override it. With
+a `--time-limit`, `auto` picks the largest preset that the time lets learn enough: one that reads
+the training text at least its `min_passes` times, or (for corpora too large to be read that
+often) trains on at least TOKENS_PER_PARAMETER tokens per parameter. A bigger network learns more
+per token, but one that sees a small text too few times in its minutes ends worse than a smaller
+one that sees it many times. On tiny shakespeare, `small` reading the text 2.1 times equals `tiny`
+reading it 9.5 times in the same minutes (1.604 nats/char), and `medium` reading it 1.8 times
+loses to `small` reading it 4.4 times (1.639 against 1.487) but wins at 7.7 against 20 (1.460
+against 1.477). Given 30 minutes, `medium` reads the text 20 times and overfits (1.488), where
+`large` reads it 10 times (1.462; with dropout 0.3 instead of 0.5, 1.466, at batches of 64; at
+batches of 32 and 10-11 passes, dropout 0.35 beat 0.5 and 0.25: 1.454-1.458 against 1.469 and
+1.462). Word level (SGD at 20, perplexity): `medium` reading the text 3 times loses to `small`
+reading it 5 times (120.0 against 106.9), and reaches 108.5 at 4.4 passes and 104.2 at 5.7, where
+`small` reading it 11 times overfits (115.4). Each preset's training speed is estimated from the
+machine's matrix-multiply rate (measured once, in a fifth of a second), the arithmetic a trained
+token costs, and the share of that rate the preset's training reached when measured (`efficiency`:
+small networks keep the cores less busy); `--max-steps` and the epochs, when they end the run
+sooner, shorten the plan too. Without a time limit the run's length is no compute budget to size
+the network by, and `auto` is DEFAULT_WITHOUT_TIME_LIMIT.
 """
 
 from __future__ import annotations
@@ -103,8 +104,10 @@ PRESETS: dict[str, tuple[Preset, ...]] = {
              Preset("medium", "gru", 2, 512, 128, 0.2, _adamw(4e-3), min_passes=4, efficiency=0.9),
              # large: batches of 32 at 0.002 reached 1.4571 in 30 minutes where batches of 64 at
              # 0.003 ended at 1.4615-1.4635 (Sapphire Rapids); twice the updates per token, for
-             # 2-14% fewer tokens per second on the 2-core CPUs measured
-             Preset("large", "gru", 2, 768, 128, 0.5, _adamw(2e-3), batch_size=32, min_passes=6,
+             # 2-14% fewer tokens per second on the 2-core CPUs measured. Dropout 0.35: on a Zen 4
+             # EPYC in 30 minutes, 1.4543 and 1.4581 against 1.4689 with 0.5 and 1.4616 with 0.25
+             # (which learns faster while the rate is held, then overfits as it decays)
+             Preset("large", "gru", 2, 768, 128, 0.35, _adamw(2e-3), batch_size=32, min_passes=6,
                     efficiency=0.95),
              # xlarge: for GPUs; not measured against large on a CPU (too slow there)
              Preset("xlarge", "gru", 3, 1024, 256, 0.5, _adamw(2e-3), min_passes=6, efficiency=1.0)),
