@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from textgen import presets, training
-from textgen.config import ModelConfig, TrainConfig
+from textgen.config import WEIGHT_DECAY, ModelConfig, TrainConfig
 from textgen.errors import TextgenError
 
 from conftest import TINY, run_cli
@@ -131,6 +131,18 @@ def test_a_preset_batch_size_applies_unless_the_user_gives_one():
     assert steps.tokens(presets.preset("char", "medium"), fast) == 1000 * 100 * 64
 
 
+def test_a_preset_weight_decay_applies_unless_the_user_gives_one():
+    """Char `large` trains with AdamW's weight decay 0.2, the other presets with WEIGHT_DECAY; a
+    --weight-decay given (0 too: plain Adam) wins, and SGD has none."""
+    large = presets.preset("char", "large").weight_decay
+    assert large == 0.2 and presets.preset("char", "medium").weight_decay is None
+    assert TrainConfig().optimized("adamw", 2e-3, large).weight_decay == 0.2
+    assert TrainConfig().optimized("adamw", 2e-3).weight_decay == WEIGHT_DECAY == 0.1
+    assert TrainConfig(weight_decay=0.05).optimized("adamw", 2e-3, large).weight_decay == 0.05
+    assert TrainConfig(weight_decay=0.0).optimized("adamw", 2e-3, large).weight_decay == 0.0
+    assert TrainConfig().optimized("sgd", 20.0, large).weight_decay == 0.0
+
+
 def test_word_presets_train_with_sgd_and_keep_an_adamw_rate():
     """Word presets train as PyTorch's word_language_model (SGD at 20, global clipping 0.25);
     asking for AdamW takes the preset's AdamW rate, and its clipping and weight decay."""
@@ -199,17 +211,19 @@ def test_train_records_the_preset_and_its_settings(corpus_file, tmp_path, capsys
     assert "preset tiny (GRU 1x128)" in out and "batches of 64 x 32" in out
 
 
-def test_a_preset_with_its_own_batch_size_trains_on_it(corpus_file, tmp_path, capsys):
+def test_a_preset_with_its_own_batch_size_and_weight_decay_trains_on_them(corpus_file, tmp_path, capsys):
     args = ["train", corpus_file, "--preset", "large", "--units", "16", "--embedding-dim", "8", "--max-steps",
             "1", "--seq-len", "32", "--no-samples", "--output-dir", tmp_path]
     code, out, err = run_cli([*args, "--name", "own"], capsys)
     assert code == 0, err
-    config = json.loads((tmp_path / "own" / "config.json").read_text())
-    assert config["train"]["batch_size"] == 32 and config["train"]["lr"] == 2e-3
+    train = json.loads((tmp_path / "own" / "config.json").read_text())["train"]
+    assert (train["batch_size"], train["lr"], train["weight_decay"]) == (32, 2e-3, 0.2)
     assert "batches of 32 x 32" in out
-    code, out, err = run_cli([*args, "--name", "given", "--batch-size", "8"], capsys)
+    given = ["--batch-size", "8", "--weight-decay", "0.05"]
+    code, out, err = run_cli([*args, "--name", "given", *given], capsys)
     assert code == 0, err
-    assert json.loads((tmp_path / "given" / "config.json").read_text())["train"]["batch_size"] == 8
+    train = json.loads((tmp_path / "given" / "config.json").read_text())["train"]
+    assert (train["batch_size"], train["weight_decay"]) == (8, 0.05)
 
 
 def test_auto_with_a_time_limit_says_what_it_planned(corpus_file, tmp_path, capsys):

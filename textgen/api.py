@@ -281,7 +281,8 @@ def train(sources: str | os.PathLike | Sequence[str | os.PathLike], *, level: st
     `level` and `max_vocab` left at None are char and 20000; the network settings left at None
     (`cell`, `layers`, `units`, `embedding_dim`, `dropout`, `embedding_dropout`, `tie_weights`, and
     `optimizer` and `lr` among `train_settings`) are the preset's; `clipnorm` and `weight_decay`
-    left at None, the optimizer's (adamw: 1 and 0.1; sgd: 0.25, and weight decay is an error).
+    left at None, the optimizer's (adamw: 1 and 0.1, or the preset's weight decay: 0.2 for char
+    `large`; sgd: 0.25, and weight decay is an error).
     `init_from` fine-tunes a trained model (a folder or a name in `output_dir`): the network is
     then the base model's, and giving a setting that differs is an error; `extend_vocab` adds the
     new corpus's missing tokens to its vocabulary.

@@ -149,7 +149,8 @@ def cli(ctx: click.Context, verbose: bool) -> None:
               help="Gradient clipping norm (0 turns clipping off): each weight's gradient with adamw, "
                    "all of them together with sgd. [default: 1 with adamw, 0.25 with sgd]")
 @click.option("--weight-decay", type=click.FloatRange(0), default=None,
-              help="AdamW's decoupled weight decay (0: plain Adam; sgd has none). [default: 0.1]")
+              help="AdamW's decoupled weight decay (0: plain Adam; sgd has none). [default: preset: "
+                   "0.2 for char large, 0.1 otherwise]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-vocab", type=click.IntRange(min=2), default=20_000, show_default=True,
               help="Largest vocabulary; rarer tokens become <unk>.")

@@ -115,12 +115,12 @@ class TrainConfig:
         return dataclasses.replace(self, seq_len=self.seq_len or seq_len,
                                    batch_size=self.batch_size or batch_size)
 
-    def optimized(self, optimizer: str, lr: float) -> TrainConfig:
+    def optimized(self, optimizer: str, lr: float, weight_decay: float | None = None) -> TrainConfig:
         """These settings training with `optimizer` at peak rate `lr`, with its clipping and weight
-        decay where none was given."""
+        decay (AdamW's: `weight_decay`, a preset's, or WEIGHT_DECAY) where none was given."""
         if optimizer == "sgd" and self.weight_decay:
             raise TextgenError("--weight-decay is AdamW's; SGD trains without it")
-        decay = self.weight_decay if self.weight_decay is not None else WEIGHT_DECAY
+        decay = next(d for d in (self.weight_decay, weight_decay, WEIGHT_DECAY) if d is not None)
         if optimizer == "sgd":
             decay = 0.0
         return dataclasses.replace(self, optimizer=optimizer, lr=lr, weight_decay=decay,

@@ -601,7 +601,7 @@ def _apply_preset(options: ModelOptions, config: TrainConfig, data: PreparedData
                            f"than the {placement.replicas} replicas: give --batch-size")
     settings = dict(choice.settings)
     config = dataclasses.replace(config, batch_size=choice.batch_size)
-    config = config.optimized(settings.pop("optimizer"), settings.pop("lr"))
+    config = config.optimized(settings.pop("optimizer"), settings.pop("lr"), choice.preset.weight_decay)
     record = {"requested": choice.requested, "used": choice.preset.name, "description": choice.describe()}
     if choice.planned_passes is not None:
         record["planned_passes"] = round(choice.planned_passes, 2)
