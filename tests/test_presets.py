@@ -132,11 +132,11 @@ def test_a_preset_batch_size_applies_unless_the_user_gives_one():
 
 
 def test_a_preset_weight_decay_applies_unless_the_user_gives_one():
-    """Char `large` trains with AdamW's weight decay 0.2, the other presets with WEIGHT_DECAY; a
+    """Char `large` trains with AdamW's weight decay 0.3, the other presets with WEIGHT_DECAY; a
     --weight-decay given (0 too: plain Adam) wins, and SGD has none."""
     large = presets.preset("char", "large").weight_decay
-    assert large == 0.2 and presets.preset("char", "medium").weight_decay is None
-    assert TrainConfig().optimized("adamw", 2e-3, large).weight_decay == 0.2
+    assert large == 0.3 and presets.preset("char", "medium").weight_decay is None
+    assert TrainConfig().optimized("adamw", 2e-3, large).weight_decay == 0.3
     assert TrainConfig().optimized("adamw", 2e-3).weight_decay == WEIGHT_DECAY == 0.1
     assert TrainConfig(weight_decay=0.05).optimized("adamw", 2e-3, large).weight_decay == 0.05
     assert TrainConfig(weight_decay=0.0).optimized("adamw", 2e-3, large).weight_decay == 0.0
@@ -217,7 +217,7 @@ def test_a_preset_with_its_own_batch_size_and_weight_decay_trains_on_them(corpus
     code, out, err = run_cli([*args, "--name", "own"], capsys)
     assert code == 0, err
     train = json.loads((tmp_path / "own" / "config.json").read_text())["train"]
-    assert (train["batch_size"], train["lr"], train["weight_decay"]) == (32, 2e-3, 0.2)
+    assert (train["batch_size"], train["lr"], train["weight_decay"]) == (32, 2e-3, 0.3)
     assert "batches of 32 x 32" in out
     given = ["--batch-size", "8", "--weight-decay", "0.05"]
     code, out, err = run_cli([*args, "--name", "given", *given], capsys)
