@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
+
+from textgen.datasets import tiny_shakespeare_path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-SHAKESPEARE = Path(os.environ.get("TEXTGEN_SHARED", Path(__file__).resolve().parents[2] / "shared")) / \
-    "data" / "tinyshakespeare.txt"
+SHAKESPEARE = tiny_shakespeare_path()  # the copy textgen ships
 
 
 def matmul_peak_gflops(size: int = 2048, seconds: float = 2.0) -> float:

@@ -14,16 +14,7 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 
 import pytest
 
-SHARED = Path(os.environ.get("TEXTGEN_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-SHAKESPEARE = SHARED / "data" / "tinyshakespeare.txt"
-TINY = ["--layers", "1", "--units", "8", "--embedding-dim", "8", "--seq-len", "32",
-        "--batch-size", "16", "--no-samples", "--quiet"]
-
-
-def shakespeare() -> str:
-    if not SHAKESPEARE.is_file():
-        pytest.fail(f"test data missing: {SHAKESPEARE} (set TEXTGEN_SHARED to the shared folder)")
-    return SHAKESPEARE.read_text(encoding="utf-8")
+from helpers import TINY, shakespeare
 
 
 @pytest.fixture(scope="session")
@@ -39,15 +30,6 @@ def held_out_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("held_out") / "held_out.txt"
     path.write_text(shakespeare()[-5_000:], encoding="utf-8")
     return path
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run the CLI in-process as a user would; returns (exit code, stdout, stderr)."""
-    from textgen.cli import main
-
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="session")

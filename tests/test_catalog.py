@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_list_shows_models_and_unfinished_runs(char_model, word_model, tmp_path, capsys):

@@ -16,7 +16,7 @@ import pytest
 import textgen
 from textgen import fast_recurrent, training
 
-from conftest import SHAKESPEARE, TINY, run_cli
+from helpers import SHAKESPEARE, TINY, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -209,16 +209,6 @@ def test_tfds_dataset_offline_from_a_manual_folder(tmp_path, capsys):
     config = json.loads((tmp_path / "out" / "tiny_shakespeare-char" / "config.json").read_text())
     assert config["corpus"]["kind"] == "tfds" and config["corpus"]["tokens"] == 1_003_855
     assert config["corpus"]["validation"]["split"] == "validation"
-
-
-def test_tfds_without_internet_or_manual_folder_says_what_to_do(tmp_path, capsys, monkeypatch):
-    from tensorflow_datasets.core.download import downloader
-
-    monkeypatch.setattr(downloader, "MAX_RETRIES", 0)  # TFDS retries for minutes by default
-    code, _, err = run_cli(["train", "tfds:tiny_shakespeare", "--tfds-data-dir", tmp_path,
-                            "--output-dir", tmp_path / "out"], capsys)
-    assert code == 2 and "--tfds-manual-dir" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])

@@ -94,7 +94,7 @@ def test_streaming_memory_does_not_grow_with_the_corpus(tokenizer_class, tmp_pat
 
     import textgen.corpus
 
-    from conftest import shakespeare
+    from helpers import shakespeare
 
     monkeypatch.setattr(textgen.corpus, "CHUNK_CHARS", 1 << 16)
     text = shakespeare()

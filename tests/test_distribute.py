@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, run_cli
+from helpers import TINY, run_cli
 
 # a constant rate: the two-worker run is split by --max-steps, which shapes the default schedule
 COMMON = [*TINY, "--steps-per-epoch", "5", "--epochs", "3", "--seed", "3", "--lr", "0.01",

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli, shakespeare
+from helpers import run_cli, shakespeare
 
 SMALL = ["--layers", "2", "--units", "32", "--embedding-dim", "16", "--seq-len", "32", "--batch-size", "16",
          "--no-samples", "--quiet"]

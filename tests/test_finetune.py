@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_cli import folder_snapshot
 
-from conftest import TINY, run_cli, shakespeare
+from helpers import TINY, run_cli, shakespeare
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from textgen.corpus import FileCorpus
 from textgen.data import token_stream
 from textgen.idcache import IdCache
 
-from conftest import TINY, run_cli
+from helpers import TINY, run_cli
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40
 

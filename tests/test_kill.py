@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import TINY, run_cli
+from helpers import TINY, run_cli
 
 CHILD = """
 import os, sys, time

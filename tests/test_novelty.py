@@ -6,7 +6,7 @@ import pytest
 from textgen import novelty
 from textgen.novelty import copied_windows, copy_report, ngram_hashes
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 32])

@@ -13,7 +13,7 @@ from textgen import presets, training
 from textgen.config import WEIGHT_DECAY, ModelConfig, TrainConfig
 from textgen.errors import TextgenError
 
-from conftest import TINY, run_cli
+from helpers import TINY, run_cli
 
 CORPUS_TOKENS = 1_000_000
 

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_stop_ends_each_sample_at_its_first_stop_sequence(char_model, capsys):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import SHAKESPEARE, TINY, run_cli
+from helpers import SHAKESPEARE, TINY, run_cli
 
 
 def read_json(path):

@@ -7,7 +7,7 @@ import pytest
 from textgen import schedule
 from textgen.schedule import DECAY, FINAL, WARMUP, BudgetSchedule, multiplier
 
-from conftest import TINY, run_cli
+from helpers import TINY, run_cli
 
 
 def test_warm_up_then_cosine_decay_to_a_tenth():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 TINY = ["--layers", "1", "--units", "8", "--embedding-dim", "8", "--seq-len", "32", "--batch-size", "16"]
 SEARCH = ["--trials", "3", *TINY, "--max-steps", "4"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from textgen.config import CELLS, LEVELS, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, ModelConfig, TrainConfig
-from textgen.errors import TextgenError, TextgenWarning
+from textgen.errors import TextgenError, TextgenNote, TextgenWarning
 from textgen.presets import CHOICES as PRESET_CHOICES
 
 EXIT_USAGE = 2
@@ -578,7 +578,8 @@ def tune(sources, trials, tuner, cells, layers, units, dropout, lr, max_steps, t
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Our warnings as one plain line; anything else as Python shows it."""
     if issubclass(category, TextgenWarning):
-        click.echo(f"textgen: warning: {message}", err=True)
+        label = "note" if issubclass(category, TextgenNote) else "warning"
+        click.echo(f"textgen: {label}: {message}", err=True)
     else:
         _python_showwarning(message, category, filename, lineno, file, line)
 

@@ -8,15 +8,21 @@ while the stream is read, which training does once, before it writes anything.
 from __future__ import annotations
 
 import codecs
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from textgen.errors import TextgenError
+from textgen.datasets import bundled_dir
+from textgen.errors import TextgenError, TextgenNote
 
 CHUNK_CHARS = 1 << 20
 TFDS_PREFIX = "tfds:"
+
+
+class OfflineCopyNote(TextgenNote):
+    """A `tfds:` dataset's host is unreachable and textgen's bundled copy is used instead."""
 
 
 class Corpus:
@@ -154,15 +160,20 @@ def prepare_tfds(name: str, data_dir: str | None, manual_dir: str | None, progre
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as exc:  # TFDS raises several types for unknown names
         raise TextgenError(f"tfds:{name}: unknown TensorFlow Datasets dataset ({_first_line(exc)})") from None
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
     if not manual_dir and not builder.is_prepared():
         unreachable = _unreachable_hosts(builder)
-        if unreachable:  # fail now rather than after TFDS's minutes of retries
+        bundled = bundled_dir(builder.name)
+        if unreachable and bundled is not None:  # still TFDS's own build, checksum included
+            warnings.warn(f"offline: using the copy of {builder.name} bundled with textgen", OfflineCopyNote,
+                          stacklevel=2)
+            manual_dir = str(bundled)
+        elif unreachable:  # fail now rather than after TFDS's minutes of retries
             raise TextgenError(
                 f"tfds:{name}: cannot reach {', '.join(unreachable)} to download it; offline, put its "
                 f"file{_file_names(builder)} in a folder and pass --tfds-manual-dir FOLDER")
-        if progress:
+        elif progress:
             print(f"Preparing tfds:{name} with TensorFlow Datasets (it downloads)...", flush=True)
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
     try:
         builder.download_and_prepare(download_config=config)
     except Exception as exc:  # network, checksum and file errors all end here

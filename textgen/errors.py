@@ -7,3 +7,7 @@ class TextgenError(Exception):
 
 class TextgenWarning(UserWarning):
     """Something the user should know (shown once, as one `textgen: warning:` line by the CLI)."""
+
+
+class TextgenNote(TextgenWarning):
+    """Worth one line, not a concern (shown as a `textgen: note:` line by the CLI)."""
