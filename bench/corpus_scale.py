@@ -52,7 +52,7 @@ def write_corpus(path: Path, size_mb: int, seed: int = 0) -> None:
 
 def import_seconds() -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import tensorflow, keras, textgen.training"], check=True)
+    subprocess.run([sys.executable, "-c", "import tensorflow, keras, textgen.training.run"], check=True)
     return time.perf_counter() - start
 
 

@@ -42,8 +42,8 @@ def training_rate(dataset, vocab: int) -> float:
     """Steady tokens per second of `fit` (the first steps, with tracing, are not counted)."""
     import keras
 
-    from textgen.config import ModelConfig
-    from textgen.models import build_model
+    from textgen.model.network import build_model
+    from textgen.store.config import ModelConfig
 
     class Clock(keras.callbacks.Callback):
         def __init__(self):
@@ -64,9 +64,9 @@ def training_rate(dataset, vocab: int) -> float:
 
 
 def main() -> None:
-    from textgen import data
-    from textgen.corpus import open_corpus
-    from textgen.tokenizers import CharTokenizer
+    from textgen.text import pipeline as data
+    from textgen.text.corpus import open_corpus
+    from textgen.text.tokenizers import CharTokenizer
 
     corpus = open_corpus([str(SHAKESPEARE)])
     tokenizer, total = CharTokenizer.fit(corpus.chunks())

@@ -2,7 +2,7 @@
 
     python bench/time_loop.py [--units 768] [--batch 32] [--steps 100] [--threads 1]   # prints JSON
 
-Training runs one explicit loop per core (fast_recurrent.LOOP_PARTS), each over its part of the
+Training runs one explicit loop per core (fast_recurrent.loop_parts), each over its part of the
 batch: `large` on 2 cores is GRU 768 over parts of 32 rows. Each step is h @ U (the product that
 cannot leave the loop) plus the GRU's gate arithmetic. The designs: the loop compiled by XLA (what
 textgen runs) or as a plain TensorFlow graph, with h @ U in float32 or from bfloat16 operands
@@ -24,11 +24,11 @@ import common  # noqa: F401  (quiets TensorFlow's logging before it is imported)
 
 def gru_loop(steps: int, product_dtype, jit_compile: bool):
     """A tf.function: xw [steps, batch, 3 units] -> every state [steps, batch, units], each step
-    textgen's own GRU arithmetic (fast_recurrent.cell_math)."""
+    textgen's own GRU arithmetic (cells.cell_math)."""
     import keras
     import tensorflow as tf
 
-    from textgen.fast_recurrent import cell_math
+    from textgen.model.cells import cell_math
 
     gru_math, _ = cell_math(keras.layers.GRU(1))
 

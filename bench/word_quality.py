@@ -52,8 +52,8 @@ def textgen_run(folder: Path, seconds: float, extra: list[str], val_ids: np.ndar
 def windows_loss(model_dir: Path, val_ids: np.ndarray, seq_len: int) -> float:
     """The best model's loss on windows of `seq_len` (whatever it trained on), as PyTorch's is read."""
     import textgen
-    from textgen.data import TokenSource
-    from textgen.evaluation import evaluate_windows
+    from textgen.generate.evaluation import evaluate_windows
+    from textgen.text.pipeline import TokenSource
 
     model = textgen.load(model_dir)
     source = TokenSource(lambda: iter([(val_ids, np.ones_like(val_ids))]), len(val_ids), len(val_ids), "val")
@@ -65,8 +65,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300)
     parser.add_argument("--tied", action="store_true")
     args = parser.parse_args()
-    from textgen.corpus import open_corpus
-    from textgen.tokenizers import WordTokenizer
+    from textgen.text.corpus import open_corpus
+    from textgen.text.tokenizers import WordTokenizer
 
     corpus = open_corpus([str(SHAKESPEARE)], progress=False)
     tokenizer, total = WordTokenizer.fit(corpus.chunks())

@@ -24,3 +24,8 @@ def run_cli(args: list, capsys) -> tuple[int, str, str]:
     code = main([str(a) for a in args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def folder_snapshot(path: Path) -> dict:
+    """Every file under `path` with its bytes: equal snapshots mean nothing was written."""
+    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}

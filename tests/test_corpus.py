@@ -1,7 +1,7 @@
 import pytest
 
-from textgen.corpus import FileCorpus, open_corpus
 from textgen.errors import TextgenError
+from textgen.text.corpus import FileCorpus, open_corpus
 
 
 def read(corpus) -> str:
@@ -24,9 +24,9 @@ def test_other_encodings_and_windows_line_endings(tmp_path):
 
 
 def test_crlf_split_across_chunks(tmp_path, monkeypatch):
-    import textgen.corpus
+    import textgen.text.corpus
 
-    monkeypatch.setattr(textgen.corpus, "CHUNK_CHARS", 3)
+    monkeypatch.setattr(textgen.text.corpus, "CHUNK_CHARS", 3)
     path = tmp_path / "crlf.txt"
     path.write_bytes(b"ab\r\ncd\r\n")
     assert read(open_corpus([str(path)])) == "ab\ncd\n"

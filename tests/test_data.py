@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from textgen.corpus import Corpus, TextCorpus
-from textgen.data import (
+from textgen.errors import TextgenError
+from textgen.text.corpus import Corpus, TextCorpus
+from textgen.text.pipeline import (
     TokenSource,
     carried_batches,
     carried_training_dataset,
@@ -13,8 +14,7 @@ from textgen.data import (
     training_dataset,
     window_blocks,
 )
-from textgen.errors import TextgenError
-from textgen.tokenizers import CharTokenizer, WordTokenizer
+from textgen.text.tokenizers import CharTokenizer, WordTokenizer
 
 TEXT = "".join(chr(ord("a") + i % 26) for i in range(1000))
 
@@ -92,17 +92,17 @@ def test_streaming_memory_does_not_grow_with_the_corpus(tokenizer_class, tmp_pat
     """Tokenizing and windowing 1x and 4x the text peaks at the same memory: nothing is held whole."""
     import tracemalloc
 
-    import textgen.corpus
+    import textgen.text.corpus
 
     from helpers import shakespeare
 
-    monkeypatch.setattr(textgen.corpus, "CHUNK_CHARS", 1 << 16)
+    monkeypatch.setattr(textgen.text.corpus, "CHUNK_CHARS", 1 << 16)
     text = shakespeare()
     peaks = []
     for copies in (1, 4):
         path = tmp_path / f"corpus{copies}.txt"
         path.write_text(text * copies, encoding="utf-8")
-        corpus = textgen.corpus.open_corpus([str(path)])
+        corpus = textgen.text.corpus.open_corpus([str(path)])
         tokenizer, total = tokenizer_class.fit(corpus.chunks())
         tracemalloc.start()
         windows = sum(len(block) for block, _ in window_blocks(token_stream(tokenizer, corpus), 101))

@@ -188,7 +188,7 @@ def test_a_preset_batch_smaller_than_the_replicas_is_refused(corpus_file, tmp_pa
 
 
 def test_the_chief_is_the_chief_task_or_else_worker_0():
-    from textgen.distribute import is_chief, read_cluster
+    from textgen.training.distribute import is_chief, read_cluster
 
     cluster, role, index = read_cluster({"TF_CONFIG": json.dumps({"cluster": WORKERS,
                                                                   "task": {"type": "worker", "index": 1}})})

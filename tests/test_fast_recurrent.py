@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from textgen import fast_recurrent
+from textgen.model import fast_recurrent
 
 CELLS = {  # textgen's layer, Keras' layer, number of states
     "lstm": (fast_recurrent.LSTM, keras.layers.LSTM, 2),
@@ -65,11 +65,8 @@ def test_bf16_products_keep_outputs_and_gradients_within_bfloat16_rounding(cell)
     inputs = tf.constant(rng.normal(0, 1, (4, 9, 5)).astype("float32"))
     initial = [tf.constant(rng.normal(0, 0.5, (4, 6)).astype("float32")) for _ in range(states)]
     exact_out, exact_grads, _ = outputs_and_gradients(fast, inputs, initial, training=True)
-    fast_recurrent.use_bf16_products(True)
-    try:
+    with fast_recurrent.bf16_products(True):
         bf16_out, bf16_grads, _ = outputs_and_gradients(fast, inputs, initial, training=True)
-    finally:
-        fast_recurrent.use_bf16_products(False)
     errors = [np.abs(ours - exact).max() / np.abs(exact).max()
               for ours, exact in zip(bf16_out + bf16_grads, exact_out + exact_grads, strict=True)]
     assert max(errors) < 3e-2 and min(errors) > 0, errors
@@ -169,7 +166,7 @@ def test_loops_over_parts_of_the_batch_compute_the_same(cell, monkeypatch):
     initial = [tf.constant(rng.normal(0, 0.5, (3, 6)).astype("float32")) for _ in range(CELLS[cell][2])]
     results = []
     for parts in (1, 4):
-        monkeypatch.setattr(fast_recurrent, "LOOP_PARTS", parts)
+        monkeypatch.setattr(fast_recurrent, "loop_parts", lambda parts=parts: parts)
         fast, _, _ = twins(cell, return_sequences=True, return_state=True)
         results.append(outputs_and_gradients(fast, inputs, initial, training=True)[:2])
     for ours, theirs in zip(results[1][0] + results[1][1], results[0][0] + results[0][1], strict=True):

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import folder_snapshot
 
-from helpers import TINY, run_cli, shakespeare
+from helpers import TINY, folder_snapshot, run_cli, shakespeare
 
 
 @pytest.fixture(scope="module")
@@ -83,18 +82,19 @@ def test_extended_vocabulary_keeps_the_weights_of_known_tokens(tied, word_model,
     import keras
 
     import textgen
-    from textgen.config import TrainConfig
-    from textgen.corpus import open_corpus
-    from textgen.data import evaluation_dataset, measured_source
-    from textgen.finetune import InitOptions, begin, plan, settings
-    from textgen.models import build_model, output_weights
+    from textgen.model.network import build_model, output_weights
+    from textgen.store.config import TrainConfig
+    from textgen.text.corpus import open_corpus
+    from textgen.text.pipeline import evaluation_dataset, measured_source
+    from textgen.training.finetune import begin, plan, settings
+    from textgen.training.options import InitOptions
 
     train, val = new_text
     base_dir = word_model if tied else untied_word_model
     base = textgen.load(base_dir)
     assert base.config.model.tie_weights is tied
-    start = plan(InitOptions(str(base_dir), extend_vocab=True), open_corpus([str(train)]).chunks, 20_000,
-                 TrainConfig())
+    start = plan(InitOptions(model=str(base_dir), extend_vocab=True), open_corpus([str(train)]).chunks,
+                 20_000, TrainConfig())
     old = base.tokenizer.vocab_size
     assert start.tokenizer.tokens[:old - 1] == base.tokenizer.tokens
     assert start.record["added_tokens"] == start.tokenizer.vocab_size - old > 600
@@ -116,12 +116,13 @@ def test_extended_vocabulary_keeps_the_weights_of_known_tokens(tied, word_model,
 
 
 def test_extend_vocab_stays_within_max_vocab(word_model, new_text):
-    from textgen.config import TrainConfig
-    from textgen.corpus import open_corpus
-    from textgen.finetune import InitOptions, UnknownTokensWarning, plan
+    from textgen.store.config import TrainConfig
+    from textgen.text.corpus import open_corpus
+    from textgen.training.finetune import UnknownTokensWarning, plan
+    from textgen.training.options import InitOptions
 
     size = config_of(word_model)["model"]["vocab_size"]
-    options = InitOptions(str(word_model), extend_vocab=True, given={"max_vocab": size + 10})
+    options = InitOptions(model=str(word_model), extend_vocab=True, given={"max_vocab": size + 10})
     with pytest.warns(UnknownTokensWarning, match=f"the vocabulary is full at --max-vocab {size + 10:,}"):
         start = plan(options, open_corpus([str(new_text[0])]).chunks, size + 10, TrainConfig())
     assert start.tokenizer.vocab_size == size + 10 and start.record["added_tokens"] == 10
@@ -146,7 +147,7 @@ def test_extend_vocab_run_generates_new_words(word_model, new_text, tmp_path, ca
 
 def test_python_api_fine_tunes_a_model_named_in_the_output_folder(char_model, new_text, tmp_path):
     import textgen
-    from textgen.finetune import UnknownTokensWarning
+    from textgen.training.finetune import UnknownTokensWarning
 
     models = tmp_path / "models"
     shutil.copytree(char_model, models / "base")

@@ -2,11 +2,11 @@ import keras
 import numpy as np
 import pytest
 
-from textgen import generation
-from textgen.config import ModelConfig
-from textgen.generation import MAX_CHUNK_TOKENS, Generator, chunk_sizes
-from textgen.models import build_model
-from textgen.tokenizers import CharTokenizer
+from textgen.generate import generator as generation
+from textgen.generate.generator import MAX_CHUNK_TOKENS, Generator, chunk_sizes
+from textgen.model.network import build_model
+from textgen.store.config import ModelConfig
+from textgen.text.tokenizers import CharTokenizer
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -49,10 +49,8 @@ def test_streams_sampled_in_parts_of_the_batch_are_the_text_of_one_loop(parts, m
     model = build_model(ModelConfig(vocab_size=tokenizer.vocab_size, cell="lstm", units=8, embedding_dim=4))
     options = {"num_samples": generation.PART_MIN_STREAMS * parts + 1, "temperature": 1.2,
                "repetition_penalty": 1.3, "seed": 4, "chunk": 9}
-    monkeypatch.setattr(generation, "LOOP_PARTS", 1)
-    one_loop = Generator(model, tokenizer).generate("ab", 30, **options)
-    monkeypatch.setattr(generation, "LOOP_PARTS", parts)
-    generator = Generator(model, tokenizer)
+    one_loop = Generator(model, tokenizer, parts=1).generate("ab", 30, **options)
+    generator = Generator(model, tokenizer, parts=parts)
     calls = []
     monkeypatch.setattr(generator, "_sample_in_parts", lambda *args: calls.append(1) or
                         generator._sample_parts(*args))

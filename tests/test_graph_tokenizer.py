@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from textgen.graph_tokenizer import GraphTokenizer
-from textgen.tokenizers import CharTokenizer, WordTokenizer
+from textgen.export.graph_tokenizer import GraphTokenizer
+from textgen.text.tokenizers import CharTokenizer, WordTokenizer
 
 # Letters, digits, marks, CJK, every kind of space and line break, apostrophes, and the
 # characters the graph reserves for itself.

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from textgen.corpus import FileCorpus
-from textgen.data import token_stream
-from textgen.idcache import IdCache
+from textgen.store.ids_cache import IdCache
+from textgen.text.corpus import FileCorpus
+from textgen.text.pipeline import token_stream
 
 from helpers import TINY, run_cli
 

@@ -1,11 +1,13 @@
 import keras
 import numpy as np
 import pytest
+from keras import layers
 
-from textgen.config import ModelConfig
 from textgen.errors import TextgenWarning
-from textgen.models import build_model, cudnn_problems, output_weights, recurrent_layers
-from textgen.precision import apply_precision, bf16_speedup, resolve_precision
+from textgen.model import precision
+from textgen.model.network import build_model, output_weights, recurrent_layers
+from textgen.model.precision import bf16_speedup, resolve_precision
+from textgen.store.config import ModelConfig
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -48,8 +50,7 @@ def test_bf16_speedup_is_a_measured_ratio():
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_keeps_logits_and_variables_float32(policy):
-    apply_precision(policy)
-    try:
+    with precision.applied(policy):
         model = build_model(ModelConfig(vocab_size=10, units=8, embedding_dim=4))
         model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         x = np.random.default_rng(0).integers(0, 10, (4, 6)).astype("int32")
@@ -60,8 +61,7 @@ def test_mixed_precision_keeps_logits_and_variables_float32(policy):
         assert is_scaled == (policy == "mixed_float16")
         history = model.fit(x, np.roll(x, -1, axis=1), epochs=2, verbose=0)
         assert np.isfinite(history.history["loss"]).all()
-    finally:
-        apply_precision("float32")
+    assert keras.mixed_precision.global_policy().name == "float32"  # the policy ends with the block
 
 
 @pytest.mark.parametrize("tie_weights", [False, True])
@@ -76,3 +76,26 @@ def test_output_weights_start_at_the_fan_in_scale_whatever_the_vocabulary(tie_we
         assert kernel.shape == (64, vocab_size)
         assert 0.9 * limit < np.abs(kernel).max() <= limit
         assert np.std(kernel) == pytest.approx(limit / np.sqrt(3), rel=0.05)
+
+
+def cudnn_problems(layer: keras.layers.Layer) -> list[str]:
+    """Why a recurrent layer would miss TensorFlow's cuDNN kernel (empty list: it will use it)."""
+    problems = []
+    if isinstance(layer, layers.SimpleRNN):
+        return problems  # SimpleRNN has no cuDNN kernel in Keras; nothing to keep
+    cell = layer.cell
+    if cell.activation is not keras.activations.tanh:
+        problems.append("activation is not tanh")
+    if cell.recurrent_activation is not keras.activations.sigmoid:
+        problems.append("recurrent_activation is not sigmoid")
+    if cell.recurrent_dropout:
+        problems.append("recurrent_dropout is not 0")
+    if layer.unroll:
+        problems.append("unroll is on")
+    if not cell.use_bias:
+        problems.append("use_bias is off")
+    if getattr(layer, "use_cudnn", "auto") is False:
+        problems.append("use_cudnn is False")
+    if isinstance(layer, layers.GRU) and not cell.reset_after:
+        problems.append("reset_after is off")
+    return problems

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from textgen import novelty
-from textgen.novelty import copied_windows, copy_report, ngram_hashes
+from textgen.generate import novelty
+from textgen.generate.novelty import copied_windows, copy_report, ngram_hashes
 
 from helpers import run_cli
 

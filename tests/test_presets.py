@@ -9,17 +9,18 @@ import signal
 import numpy as np
 import pytest
 
-from textgen import presets, training
-from textgen.config import WEIGHT_DECAY, ModelConfig, TrainConfig
 from textgen.errors import TextgenError
+from textgen.model import machine, presets
+from textgen.store.config import WEIGHT_DECAY, ModelConfig, TrainConfig
+from textgen.training import callbacks
 
 from helpers import TINY, run_cli
 
 CORPUS_TOKENS = 1_000_000
 
 
-def budget(**limits) -> presets.Budget:
-    return presets.Budget(train_tokens=CORPUS_TOKENS, seq_len=100, batch_size=64, epochs=20, **limits)
+def budget(**limits) -> presets.RunLimits:
+    return presets.RunLimits(train_tokens=CORPUS_TOKENS, seq_len=100, batch_size=64, epochs=20, **limits)
 
 
 def never_measured() -> float:
@@ -50,7 +51,7 @@ def test_steps_and_epochs_that_end_a_timed_run_sooner_shrink_the_plan():
     assert largest.preset.name == presets.NAMES[-1]
     short = presets.resolve("auto", "char", 66, budget(time_limit=60, max_steps=100), {}, fast)
     assert short.preset.name == "tiny" and short.planned_passes == pytest.approx(0.64)
-    one_epoch = presets.Budget(train_tokens=CORPUS_TOKENS, seq_len=100, batch_size=64, epochs=1,
+    one_epoch = presets.RunLimits(train_tokens=CORPUS_TOKENS, seq_len=100, batch_size=64, epochs=1,
                                time_limit=60)
     assert presets.resolve("auto", "char", 66, one_epoch, {}, fast).planned_passes == 1
 
@@ -81,13 +82,13 @@ def test_auto_picks_the_largest_preset_the_time_lets_learn_enough():
 def test_on_a_large_corpus_tokens_per_parameter_decide():
     """A corpus too large to be read a preset's `min_passes` times still gets a network its tokens
     can train."""
-    huge = presets.Budget(train_tokens=10**10, seq_len=100, batch_size=64, epochs=20, time_limit=3600)
+    huge = presets.RunLimits(train_tokens=10**10, seq_len=100, batch_size=64, epochs=20, time_limit=3600)
     choice = presets.resolve("auto", "char", 66, huge, {}, lambda: 1e11)
     assert choice.planned_passes < choice.preset.min_passes and choice.preset.name != "tiny"
 
 
 def test_parameters_are_those_keras_counts():
-    from textgen.models import build_model
+    from textgen.model.network import build_model
 
     for level in ("char", "word"):
         for p in presets.PRESETS[level][:3]:
@@ -193,8 +194,8 @@ def test_tied_presets_follow_the_user_sizes():
 
 
 def test_the_matmul_rate_is_measured_once():
-    first = presets.measured_matmul_flops()
-    assert first > 1e8 and presets.measured_matmul_flops() == first
+    first = machine.measured_matmul_flops()
+    assert first > 1e8 and machine.measured_matmul_flops() == first
 
 
 def test_train_records_the_preset_and_its_settings(corpus_file, tmp_path, capsys):
@@ -254,7 +255,7 @@ def test_a_word_run_with_time_for_too_many_passes_stops_after_the_useful_ones(co
 def test_a_resumed_word_run_still_stops_after_the_useful_passes(corpus_file, tmp_path, capsys, monkeypatch):
     """The stop after MAX_USEFUL_PASSES counts the whole run's steps: a run interrupted after its
     first epoch and resumed with another session's budget trains only the steps left."""
-    epoch_end = training.EpochLog.on_epoch_end
+    epoch_end = callbacks.EpochLog.on_epoch_end
 
     def on_epoch_end(self, epoch, logs=None):
         epoch_end(self, epoch, logs)
@@ -264,7 +265,7 @@ def test_a_resumed_word_run_still_stops_after_the_useful_passes(corpus_file, tmp
     args = ["train", corpus_file, *TINY, "--level", "word", "--seq-len", "16", "--output-dir", tmp_path,
             "--name", "w"]
     with monkeypatch.context() as patched:
-        patched.setattr(training.EpochLog, "on_epoch_end", on_epoch_end)
+        patched.setattr(callbacks.EpochLog, "on_epoch_end", on_epoch_end)
         code, _, err = run_cli([*args, "--time-limit", "600"], capsys)
     assert code == 130, err
     first = json.loads((tmp_path / "w" / "config.json").read_text())

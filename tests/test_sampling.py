@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from textgen.sampling import filter_top_k, filter_top_p, sample_next
+from textgen.generate.sampling import filter_top_k, filter_top_p, sample_next
 
 LOGITS = tf.constant([[1.0, 3.0, 2.0, 0.5], [4.0, 0.0, 0.0, 3.9]])
 
@@ -46,7 +46,7 @@ def test_same_seed_same_tokens_and_frequencies_follow_probabilities():
 
 
 def test_repetition_penalty_lowers_seen_tokens_only():
-    from textgen.sampling import apply_repetition_penalty
+    from textgen.generate.sampling import apply_repetition_penalty
 
     logits = tf.constant([[2.0, -1.0, 3.0]])
     seen = tf.constant([[True, True, False]])

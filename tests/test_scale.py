@@ -87,7 +87,8 @@ def test_backup_frequency(every_steps, every_seconds, expected, tmp_path):
     import keras
     import numpy as np
 
-    from textgen.training import BACKUP_METADATA, Budget, RunBackup, backup_position
+    from textgen.training.backup import BACKUP_METADATA, RunBackup, backup_position
+    from textgen.training.callbacks import BudgetStop
 
     class Watch(keras.callbacks.Callback):
         def __init__(self):
@@ -104,7 +105,7 @@ def test_backup_frequency(every_steps, every_seconds, expected, tmp_path):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(optimizer="adam", loss="mse")
     watch = Watch()
-    budget = Budget(None, None)
+    budget = BudgetStop(None, None)
     model.fit(np.ones((12, 3)), np.ones(12), batch_size=2, epochs=1, verbose=0, shuffle=False,
               callbacks=[budget, RunBackup(tmp_path, budget, every_steps, every_seconds), watch])
     assert watch.seen == expected
@@ -118,13 +119,14 @@ def test_a_crash_between_weights_and_metadata_resumes_from_a_matching_pair(tmp_p
     import keras
     import numpy as np
 
-    from textgen.training import Budget, RunBackup
+    from textgen.training.backup import RunBackup
+    from textgen.training.callbacks import BudgetStop
 
     def fitted_model(epochs: int) -> keras.Model:
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
         model.compile(optimizer="adam", loss="mse")
-        budget = Budget(None, None)
+        budget = BudgetStop(None, None)
         model.fit(np.ones((4, 3)), np.ones(4), epochs=epochs, verbose=0,
                   callbacks=[budget, RunBackup(tmp_path, budget)])
         return model
@@ -142,7 +144,7 @@ def test_a_crash_between_weights_and_metadata_resumes_from_a_matching_pair(tmp_p
 
     restored = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     restored.compile(optimizer="adam", loss="mse")
-    backup = RunBackup(tmp_path, Budget(None, None))
+    backup = RunBackup(tmp_path, BudgetStop(None, None))
     backup.set_model(restored)
     backup.on_train_begin()
     assert restored._initial_epoch == 2
@@ -154,7 +156,7 @@ def test_a_crash_between_weights_and_metadata_resumes_from_a_matching_pair(tmp_p
     (tmp_path / "training_metadata.json.bkp").unlink()
     fresh = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     fresh.compile(optimizer="adam", loss="mse")
-    backup = RunBackup(tmp_path, Budget(None, None))
+    backup = RunBackup(tmp_path, BudgetStop(None, None))
     backup.set_model(fresh)
     backup.on_train_begin()
     assert getattr(fresh, "_initial_epoch", 0) in (0, None) and not weights.exists()

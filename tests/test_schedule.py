@@ -4,8 +4,8 @@ import json
 import keras
 import pytest
 
-from textgen import schedule
-from textgen.schedule import DECAY, FINAL, WARMUP, BudgetSchedule, multiplier
+from textgen.training import schedule
+from textgen.training.schedule import DECAY, FINAL, WARMUP, BudgetSchedule, multiplier
 
 from helpers import TINY, run_cli
 

@@ -1,7 +1,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from textgen.stopping import StopFilter
+from textgen.generate.stopping import StopFilter
 
 
 def run(chunks_per_stream, stops):

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from textgen.errors import TextgenError
-from textgen.tokenizers import UNK_ID, CharTokenizer, WordTokenizer, load_tokenizer
+from textgen.text.tokenizers import UNK_ID, CharTokenizer, WordTokenizer, load_tokenizer
 
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300)
 SAMPLE = "First Citizen:\nBefore we proceed any further, hear me speak.\n\n  All:\tSpeak, speak.\n"

@@ -111,7 +111,7 @@ def test_hyperband_trains_the_best_again_for_longer(corpus_file, tmp_path, capsy
 
 def test_hyperband_budgets_are_keras_tuners_rounds():
     """The budgets a search shares its time by, trial by trial, as KerasTuner's oracle runs them."""
-    from textgen.tuning import hyperband_budgets
+    from textgen.training.search_space import hyperband_budgets
 
     assert hyperband_budgets(6) == (3, [1, 1, 1, 3, 3, 3])
     assert hyperband_budgets(8) == (3, [1, 1, 1, 3, 3, 3, 1, 1])  # a second iteration, cut off
@@ -121,10 +121,10 @@ def test_hyperband_budgets_are_keras_tuners_rounds():
 def test_an_interrupted_search_resumes_where_it_stopped(searched, corpus_file, tmp_path, capsys,
                                                         monkeypatch):
     """Ctrl-C (a real SIGINT) in the second trial's training; --resume runs trials 2 and 3 only."""
-    from textgen.training import Budget
+    from textgen.training.callbacks import BudgetStop
 
     started = []
-    begin = Budget.on_train_begin
+    begin = BudgetStop.on_train_begin
 
     def interrupt_the_second_trial(self, logs=None):
         begin(self, logs)
@@ -132,14 +132,14 @@ def test_an_interrupted_search_resumes_where_it_stopped(searched, corpus_file, t
         if len(started) == 2:
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(Budget, "on_train_begin", interrupt_the_second_trial)
+    monkeypatch.setattr(BudgetStop, "on_train_begin", interrupt_the_second_trial)
     args = ["tune", corpus_file, *SEARCH, "--output-dir", tmp_path, "--name", "t"]
     code, out, err = run_cli(args, capsys)
     assert code == 130 and "interrupted" in err and "Traceback" not in err
     assert "Continue with --resume --name t." in out
     assert [row["trial"] for row in trials(tmp_path / "t")] == [1]  # what was finished is kept
     assert (tmp_path / ".t.tuning").is_dir()
-    monkeypatch.setattr(Budget, "on_train_begin", begin)
+    monkeypatch.setattr(BudgetStop, "on_train_begin", begin)
 
     code, _, err = run_cli(args, capsys)
     assert code == 2 and "an unfinished search named 't'" in err and "--resume" in err

@@ -1,0 +1,64 @@
+"""An exported model (a `.tflite` file or a SavedModel folder) behind the API of a trained one, so
+that users check an export before shipping it: generate, stream and evaluate as before export."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from textgen.errors import TextgenError
+from textgen.export.runtime import (
+    LiteRTStep,
+    SavedModelStep,
+    ServingGenerator,
+    StepGenerator,
+    StepRunner,
+    evaluate_steps,
+    read_metadata,
+)
+from textgen.store.config import RunConfig
+from textgen.text.pipeline import TokenSource
+from textgen.text.tokenizers import tokenizer_for
+from textgen.text_model import TextModel
+
+
+class ExportedTextModel(TextModel):
+    """An export run by LiteRT (`.tflite`) or TensorFlow (SavedModel), with its metadata.json."""
+
+    keras_model = None  # an export has no Keras network
+
+    def __init__(self, path: Path, metadata: dict):
+        tokenizer = tokenizer_for(metadata["level"])(metadata["vocabulary"][1:])
+        super().__init__(path, tokenizer, RunConfig.from_dict(metadata["textgen"]["config"]), {})
+        self.metadata = metadata
+        if path.suffix == ".tflite":
+            self.kind = "tflite"
+            self.runner: StepRunner = LiteRTStep(path)
+            self._generator = StepGenerator(self.runner, metadata, tokenizer)
+        else:
+            import tensorflow as tf
+
+            self.kind = "savedmodel"
+            loaded = tf.saved_model.load(str(path))
+            self.runner = SavedModelStep(loaded)
+            self._generator = ServingGenerator(loaded)
+            self._loaded = loaded  # keeps the signatures' variables alive
+
+    def __repr__(self) -> str:
+        m = self.config.model
+        return (f"ExportedTextModel({str(self.path)!r}, {self.kind}, {self.config.level}, "
+                f"{m.cell} {m.layers}x{m.units}, vocab {m.vocab_size})")
+
+    def export(self, output: str | os.PathLike | None = None, **options: Any) -> Any:
+        raise TextgenError(f"{self.path} is an export already; export the model it came from")
+
+    def _evaluate_source(self, source: TokenSource, seq_len: int) -> dict:
+        return evaluate_steps(self.runner, self.metadata, source, seq_len, self.config.train.batch_size)
+
+
+def load_export(path: Path) -> ExportedTextModel:
+    """A `.tflite` file or a SavedModel folder written by `textgen export`."""
+    if not path.exists():
+        raise TextgenError(f"{path}: no such file or folder")
+    return ExportedTextModel(path, read_metadata(path.parent))

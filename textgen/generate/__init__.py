@@ -1,0 +1,2 @@
+"""From a trained network to text: sampling, the compiled generation loop, stop strings, evaluation
+and novelty."""

@@ -1,0 +1,292 @@
+"""Generate text from a trained model, carrying the recurrent state.
+
+The prime is fed once through the sequence kernels (copies of the recurrent layers that also
+return their final states); after that every new token costs one step of the cells, inside a
+compiled `tf.while_loop`. The loop's step does the least work per token: the first layer's input
+projection of every vocabulary entry is a table computed once (a row lookup instead of a matmul),
+and each layer makes one `h @ U` product and its gate arithmetic. Generation always computes in
+float32, whatever policy the model was trained under, so models trained with mixed precision on a
+GPU sample on any CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from textgen.generate.sampling import apply_repetition_penalty, sample_next, temperature_list
+from textgen.model.cells import cell_math, weights_split
+from textgen.model.fast_recurrent import batch_parts, loop_parts
+from textgen.model.network import TiedEmbedding, output_weights, recurrent_layers
+from textgen.text.tokenizers import UNK_ID, Tokenizer
+
+# Tokens per compiled call: the first call is short so that text reaches the screen at once, the
+# next ones double, up to MAX_CHUNK_TOKENS or CALL_TOKENS summed over the samples (each call costs
+# about a millisecond of Python and TensorFlow overhead, which short calls would pay too often).
+FIRST_CHUNK_TOKENS = 16
+MAX_CHUNK_TOKENS = 1024
+# Streams per part below which a batch is sampled as one loop (one stream never splits): a guess,
+# only 64 streams in 2 parts were measured (bench/RESULTS.md, "Loop parts")
+PART_MIN_STREAMS = 8
+CALL_TOKENS = 8192
+TABLE_MAX_FLOATS = 4_000_000  # the first layer's input table is kept when at most 16 MB
+
+
+def chunk_sizes(length: int, num_samples: int) -> Iterator[int]:
+    """How many tokens each compiled call generates, until `length`."""
+    cap = max(FIRST_CHUNK_TOKENS, min(MAX_CHUNK_TOKENS, CALL_TOKENS // max(num_samples, 1)))
+    size, done = FIRST_CHUNK_TOKENS, 0
+    while done < length:
+        yield min(size, length - done)
+        done += size
+        size = min(2 * size, cap)
+
+
+def fallback_id(tokenizer: Tokenizer) -> int:
+    """What an empty prime starts from: a line break, or id 1 if the vocabulary has none."""
+    newline = tokenizer.encode("\n")
+    return int(newline[0]) if len(newline) and newline[0] != UNK_ID else 1
+
+
+def prime_ids(tokenizer: Tokenizer, prime: str) -> np.ndarray:
+    """Ids of the prime's known pieces; the fallback token if none."""
+    ids = tokenizer.encode(prime)
+    ids = ids[ids != UNK_ID]
+    return ids if len(ids) else np.array([fallback_id(tokenizer)], np.int32)
+
+
+class Generator:
+    """Prime + sample loop over a trained model's weights."""
+
+    def __init__(self, model: keras.Model, tokenizer: Tokenizer, xla: bool = True,
+                 derived_weights: bool = True, parts: int | None = None):
+        """`derived_weights=False` computes from the model's own weights alone (exports): no input
+        table, no stacked kernels. `parts`: loops many streams run in side by side (default: one
+        per core, `fast_recurrent.loop_parts`)."""
+        self.model = model
+        self.tokenizer = tokenizer
+        self.embedding = model.get_layer("embedding")
+        self.layers = [self._state_returning_copy(layer) for layer in recurrent_layers(model)]
+        self.state_counts = [2 if isinstance(layer, keras.layers.LSTM) else 1 for layer in self.layers]
+        # Names of the recurrent states in order, as exports expose them: h0 (c0) h1 (c1) ...
+        self.state_names = [name for index, count in enumerate(self.state_counts)
+                            for name in (f"h{index}", f"c{index}")[:count]]
+        self.state_units = [layer.units for layer, count in zip(self.layers, self.state_counts, strict=True)
+                            for _ in range(count)]
+        banned = np.zeros(tokenizer.vocab_size, dtype=bool)
+        banned[UNK_ID] = True
+        self.banned = tf.constant(banned)
+        self.fallback_id = fallback_id(tokenizer)
+        self.arithmetic = [cell_math(layer) for layer in self.layers]
+        self.parts = loop_parts() if parts is None else parts
+        self._make_derived_weights(derived_weights)
+        self.sync_weights()
+        self.xla = xla
+        self._compile(xla)
+
+    def _make_derived_weights(self, wanted: bool) -> None:
+        """Copies of the weights arranged for the least work per token (filled by `sync_weights`)."""
+        gates = self.layers[0].cell.kernel.shape[-1]
+        vocab = self.tokenizer.vocab_size
+        self.input_table = (tf.Variable(tf.zeros([vocab, gates]), trainable=False, name="input_table")
+                            if wanted and vocab * gates <= TABLE_MAX_FLOATS else None)
+        # Layers after the first of additive cells (LSTM, SimpleRNN) compute x @ W + h @ U as one
+        # [x | h] @ [W; U]: one larger matmul a step instead of two small ones.
+        self.stacked_kernels = [
+            tf.Variable(tf.zeros([layer.cell.kernel.shape[0] + layer.units, layer.cell.kernel.shape[1]]),
+                        trainable=False, name=f"stacked_kernel_{index}")
+            if wanted and index > 0 and additive else None
+            for index, (layer, (_, additive)) in enumerate(zip(self.layers, self.arithmetic, strict=True))]
+        # A tied model scores tokens by the embedding's transpose, kept here transposed: XLA's CPU
+        # dot multiplies by a transposed operand more slowly
+        self.output_kernel = (tf.Variable(tf.zeros(self.embedding.embeddings.shape[::-1]), trainable=False,
+                                          name="output_kernel")
+                              if wanted and isinstance(self.embedding, TiedEmbedding) else None)
+
+    def _compile(self, xla: bool) -> None:
+        """The prime and sampling functions, with fixed signatures: one trace per generator,
+        whatever the batch, prime, list or chunk lengths."""
+        states = [tf.TensorSpec([None, units], tf.float32) for units in self.state_units]
+        vocab = self.tokenizer.vocab_size
+        scalar = tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)
+        signature = [
+            tf.TensorSpec([None, vocab], tf.float32), states, tf.TensorSpec([None, vocab], tf.bool),
+            scalar[0], tf.TensorSpec([None], tf.float32), scalar[0], scalar[1], scalar[1], scalar[0],
+            scalar[0], scalar[0]]
+        self._prime = tf.function(self.prime_graph,
+                                  input_signature=[tf.TensorSpec([None, None], tf.int32)])
+        # Under XLA the tokens go to a buffer of MAX_CHUNK_TOKENS (shapes are compile-time), of
+        # which a call fills its first `steps`; one compiled loop serves every chunk size.
+        capacity = MAX_CHUNK_TOKENS if xla else None
+        self._sample = tf.function(
+            lambda *args: self.sample_graph(*args, capacity=capacity), input_signature=signature,
+            jit_compile=xla)
+        # A compiled loop runs on one core: batches of several streams are cut into parts whose
+        # loops TensorFlow runs side by side.
+        self._sample_in_parts = tf.function(self._sample_parts, input_signature=signature)
+
+    @staticmethod
+    def _state_returning_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = {**layer.get_config(), "return_state": True, "return_sequences": True,
+                  "dtype": "float32", "name": f"{layer.name}_generation"}
+        copy = layer.__class__.from_config(config)
+        copy.build((None, None, layer.input.shape[-1]))
+        return copy
+
+    def sync_weights(self) -> None:
+        """Copy the model's current weights (called again after each training epoch)."""
+        for source, copy in zip(recurrent_layers(self.model), self.layers, strict=True):
+            copy.set_weights(source.get_weights())
+        if self.input_table is not None:
+            kernel, _, input_bias, _ = weights_split(self.layers[0])
+            self.input_table.assign(tf.matmul(self._embed(tf.range(self.tokenizer.vocab_size)), kernel)
+                                    + input_bias)
+        for layer, stacked in zip(self.layers, self.stacked_kernels, strict=True):
+            if stacked is not None:
+                kernel, recurrent, _, _ = weights_split(layer)
+                stacked.assign(tf.concat([kernel, recurrent], 0))
+        if self.output_kernel is not None:
+            self.output_kernel.assign(tf.transpose(tf.cast(self.embedding.embeddings, tf.float32)))
+
+    # -- graph pieces -------------------------------------------------------------------------
+    def _embed(self, ids: tf.Tensor) -> tf.Tensor:
+        return tf.cast(tf.gather(self.embedding.embeddings, ids), tf.float32)
+
+    def _logits(self, hidden: tf.Tensor) -> tf.Tensor:
+        kernel, bias = output_weights(self.model)  # read here: inside the traced graph, tied or not
+        if self.output_kernel is not None:
+            kernel = self.output_kernel
+        return tf.matmul(hidden, tf.cast(kernel, tf.float32)) + tf.cast(bias, tf.float32)
+
+    def prime_graph(self, ids: tf.Tensor, mask: tf.Tensor | None = None
+                    ) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
+        """Feed [batch, time] ids through the sequence kernels -> next logits, states, seen mask.
+
+        With a mask (rows of different lengths, padded on the right), padded steps carry the
+        state unchanged, so each row ends in the state of its own last token.
+        """
+        x = self._embed(ids)
+        states: list[tf.Tensor] = []
+        for layer in self.layers:
+            x, *layer_states = layer(x, mask=mask)
+            states.extend(layer_states)
+        last_hidden = states[-self.state_counts[-1]]  # the last layer's h: its output at the last token
+        present = tf.one_hot(ids, self.tokenizer.vocab_size, on_value=True, off_value=False)
+        if mask is not None:
+            present = tf.logical_and(present, mask[:, :, tf.newaxis])
+        return self._logits(last_hidden), states, tf.reduce_any(present, axis=1)
+
+    def step(self, ids: tf.Tensor, states: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """One token per row through the cells: ids [batch] -> logits [batch, vocab], new states."""
+        x = self._embed(ids)
+        new_states: list[tf.Tensor] = []
+        position = 0
+        for layer, count in zip(self.layers, self.state_counts, strict=True):
+            x, layer_states = layer.cell(x, states[position:position + count])
+            new_states.extend(layer_states)
+            position += count
+        return self._logits(x), new_states
+
+    def lean_step(self, ids: tf.Tensor, states: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """`step` with the least work per token, for the sampling loop: the first layer's input
+        projection is a row of the input table, the next layers of additive cells one stacked
+        matmul each, the others one `h @ U` beside `x @ W`, then the gate arithmetic."""
+        x = None
+        new_states: list[tf.Tensor] = []
+        position = 0
+        for index, (layer, count, (math, additive), stacked) in enumerate(
+                zip(self.layers, self.state_counts, self.arithmetic, self.stacked_kernels, strict=True)):
+            kernel, recurrent, input_bias, recurrent_bias = weights_split(layer)
+            state = tuple(states[position:position + count])
+            if stacked is not None:  # z = [x | h] @ [W; U] + b: additive cells have no recurrent bias
+                layer_states = math(tf.matmul(tf.concat([x, state[0]], -1), stacked) + input_bias, 0.0, state)
+            else:
+                if index == 0 and self.input_table is not None:
+                    xw = tf.gather(self.input_table, ids)
+                else:
+                    xw = tf.matmul(self._embed(ids) if index == 0 else x, kernel) + input_bias
+                hu = tf.matmul(state[0], recurrent) + recurrent_bias
+                layer_states = math(xw + hu, 0.0, state) if additive else math(xw, hu, state)
+            x = layer_states[0]
+            new_states.extend(layer_states)
+            position += count
+        return self._logits(x), new_states
+
+    def _sample_parts(self, logits, states, seen, steps, temperatures, top_k, top_p, penalty, seed, offset,
+                      first_row):
+        """`_sample` over `self.parts` parts of the batch, each drawing the noise of its rows."""
+        parts = [self._sample(logits[a:b], [s[a:b] for s in states], seen[a:b], steps, temperatures, top_k,
+                              top_p, penalty, seed, offset, first_row + a)
+                 for a, b in batch_parts(tf.shape(logits)[0], self.parts)]
+        tokens, logits, states, seen = zip(*parts, strict=True)
+        return (tf.concat(tokens, 0), tf.concat(logits, 0),
+                [tf.concat([part[k] for part in states], 0) for k in range(len(self.state_units))],
+                tf.concat(seen, 0))
+
+    def sample_graph(self, logits, states, seen, steps, temperatures, top_k, top_p, penalty, seed,
+                     offset, first_row=0, capacity: int | None = None):
+        """Sample `steps` tokens in a `tf.while_loop` -> ids [batch, capacity or steps], logits,
+        states, seen (with a `capacity`, ids past `steps` are zeros).
+
+        Token i of a call draws its noise from (seed, offset + i) alone, so text does not
+        depend on how generation is cut into calls.
+        """
+        batch = tf.shape(logits)[0]
+        size = steps if capacity is None else capacity
+        tokens = tf.TensorArray(tf.int32, size=size, element_shape=tf.TensorShape([None]))
+
+        def body(i, logits, states, seen, tokens):
+            step = offset + i
+            # A list is cycled per token (gather: a slice with a runtime index recompiles under XLA).
+            temperature = tf.gather(temperatures, step % tf.size(temperatures))
+            penalised = penalty != 1
+            logits = tf.cond(penalised, lambda: apply_repetition_penalty(logits, seen, penalty),
+                             lambda: logits)
+            ids = sample_next(logits, temperature, top_k, top_p, tf.stack([seed, step]), self.banned,
+                              first_row)
+            seen = tf.cond(penalised, lambda: tf.logical_or(seen, tf.one_hot(
+                ids, self.tokenizer.vocab_size, on_value=True, off_value=False)), lambda: seen)
+            logits, states = self.lean_step(ids, states)
+            return i + 1, logits, states, seen, tokens.write(i, ids)
+
+        _, logits, states, seen, tokens = tf.while_loop(
+            lambda i, *_: i < steps, body, (tf.constant(0), logits, states, seen, tokens))
+        return tf.reshape(tf.transpose(tokens.stack()), [batch, size]), logits, states, seen
+
+    # -- public -----------------------------------------------------------------------------
+
+    def stream(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
+               temperature: float | Sequence[float] = 0.8, top_k: int = 0, top_p: float = 1.0,
+               repetition_penalty: float = 1.0, seed: int = 0,
+               chunk: int | None = None) -> Iterator[np.ndarray]:
+        """Yield [num_samples, n] arrays of new token ids, chunk by chunk, until `length` tokens.
+
+        Chunks grow from FIRST_CHUNK_TOKENS (see `chunk_sizes`) unless `chunk` fixes their size.
+        A list of temperatures is cycled token by token, as textgenrnn does.
+        """
+        temperatures = temperature_list(temperature)
+        ids = np.tile(prime_ids(self.tokenizer, prime)[np.newaxis, :], (num_samples, 1))
+        logits, states, seen = self._prime(tf.constant(ids, tf.int32))
+        settings = (tf.constant(temperatures, tf.float32), tf.constant(int(top_k)),
+                    tf.constant(float(top_p)), tf.constant(float(repetition_penalty)),
+                    tf.constant(int(seed)))
+        sizes = chunk_sizes(length, num_samples) if chunk is None else (
+            min(chunk, length - done) for done in range(0, length, chunk))
+        sample = self._sample_in_parts if num_samples >= PART_MIN_STREAMS * self.parts > 1 else self._sample
+        done = 0
+        for size in sizes:
+            for part in range(0, size, MAX_CHUNK_TOKENS):  # a fixed chunk may exceed the buffer
+                steps = min(MAX_CHUNK_TOKENS, size - part)
+                tokens, logits, states, seen = sample(logits, states, seen, tf.constant(steps), *settings,
+                                                      tf.constant(done), tf.constant(0))
+                yield tokens.numpy()[:, :steps]
+                done += steps
+
+    def generate(self, prime: str = "", length: int = 200, **options) -> list[str]:
+        """Whole continuations (without the prime), one string per sample."""
+        parts = list(self.stream(prime, length, **options))
+        ids = np.concatenate(parts, axis=1) if parts else np.zeros((options.get("num_samples", 1), 0))
+        return [self.tokenizer.decode(row) for row in ids]

@@ -1,0 +1,221 @@
+"""A trained model as the Python API hands it out: generate text from it, measure it on held-out
+text, check how much it copies, export it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from textgen.errors import TextgenError, TextgenWarning
+from textgen.export.write import ExportResult, export
+from textgen.generate.evaluation import evaluate_windows
+from textgen.generate.generator import Generator
+from textgen.generate.novelty import NGRAM_SIZES, measure_novelty
+from textgen.generate.sampling import temperature_list
+from textgen.generate.stopping import StopFilter
+from textgen.model.network import load_network
+from textgen.store import artifacts
+from textgen.store.config import RunConfig
+from textgen.text.corpus import Corpus, TextCorpus, open_corpus
+from textgen.text.pipeline import TokenSource, measured_source, require_windows
+from textgen.text.tokenizers import Tokenizer
+
+
+class UnknownPrimeWarning(TextgenWarning):
+    """Parts of a prime are not in the vocabulary and were skipped."""
+
+
+class TextModel:
+    """A trained textgen model: generate text from it, or measure it on held-out text.
+
+    >>> model = textgen.load(tiny)
+    >>> model
+    TextModel('.../tiny', char, gru 1x16, vocab 59)
+    >>> model.config.result["stopped"]
+    'max_steps'
+    """
+
+    def __init__(self, path: Path, tokenizer: Tokenizer, config: RunConfig, history: dict,
+                 keras_model: keras.Model | None = None, *, checkpoint: str = "best"):
+        """`keras_model` None: the checkpoint's file is read when the network is first needed."""
+        self.path = path
+        self.tokenizer = tokenizer
+        self.config = config
+        self.history = history
+        self._keras_model = keras_model
+        self._checkpoint = checkpoint
+        self._generator: Any = None
+
+    def __repr__(self) -> str:
+        m = self.config.model
+        return (f"TextModel({str(self.path)!r}, {self.config.level}, {m.cell} {m.layers}x{m.units}, "
+                f"vocab {m.vocab_size})")
+
+    @property
+    def keras_model(self) -> keras.Model:
+        """The underlying Keras network (token ids [batch, time] -> logits [batch, time, vocab])."""
+        if self._keras_model is None:
+            self._keras_model = load_network(artifacts.checkpoint_path(self.path, self._checkpoint))
+        return self._keras_model
+
+    @property
+    def generator(self) -> Any:
+        if self._generator is None:
+            self._generator = Generator(self.keras_model, self.tokenizer)
+        return self._generator
+
+    def unknown_in(self, prime: str) -> list[str]:
+        """Characters or words of `prime` the model has never seen (they are skipped).
+
+        >>> textgen.load(tiny).unknown_in("ROMEO ☃")
+        ['☃']
+        """
+        return self.tokenizer.unknown_pieces(prime)
+
+    def stream(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
+               temperature: float | Sequence[float] = 0.8, top_k: int = 0, top_p: float = 1.0,
+               repetition_penalty: float = 1.0, stop: Sequence[str] = (),
+               seed: int | None = None) -> Iterator[list[str]]:
+        """Yield pieces of text per sample as they are generated (the prime is not repeated).
+
+        `temperature` may be a list, cycled token by token; each sample ends at the first of the
+        `stop` sequences (which is not included); `repetition_penalty` > 1 discourages tokens
+        already in the text (meant for word models).
+
+        >>> model = textgen.load(tiny)
+        >>> chunks = list(model.stream("ROMEO:", length=100, num_samples=2, seed=1))
+        >>> [len(c[0]) for c in chunks]      # chunks grow; each holds one piece per sample
+        [16, 32, 52]
+        >>> "".join(c[0] for c in chunks) == model.generate("ROMEO:", 100, seed=1)[len("ROMEO:"):]
+        True
+        """
+        temperatures = temperature_list(temperature)
+        check_sampling(length, num_samples, temperatures, top_k, top_p, repetition_penalty)
+        unknown = self.unknown_in(prime)
+        if unknown:
+            warnings.warn(f"skipped what the vocabulary lacks in the prime: "
+                          f"{', '.join(repr(p) for p in unknown[:10])}", UnknownPrimeWarning,
+                          stacklevel=2)
+        seed = secrets.randbelow(2**31) if seed is None else seed
+        stop_filter = StopFilter(stop, num_samples) if stop else None
+        for block in self.generator.stream(prime, length, num_samples=num_samples,
+                                           temperature=temperatures, top_k=top_k, top_p=top_p,
+                                           repetition_penalty=repetition_penalty, seed=seed):
+            pieces = [self.tokenizer.decode(row) for row in block]
+            if stop_filter is None:
+                yield pieces
+                continue
+            yield stop_filter.feed(pieces)
+            if stop_filter.all_done:
+                return
+        if stop_filter is not None:
+            yield stop_filter.flush()
+
+    def generate_many(self, prime: str = "", length: int = 200, num_samples: int = 2,
+                      **options: Any) -> list[str]:
+        """`num_samples` continuations generated as one batch, each starting with the prime.
+
+        >>> model = textgen.load(tiny)
+        >>> texts = model.generate_many("First", length=30, num_samples=3, seed=1, stop=[":"])
+        >>> len(texts), all(t.startswith("First") and ":" not in t for t in texts)
+        (3, True)
+        """
+        parts = [[prime] for _ in range(num_samples)]
+        for pieces in self.stream(prime, length, num_samples=num_samples, **options):
+            for sample, piece in zip(parts, pieces, strict=True):
+                sample.append(piece)
+        return ["".join(sample) for sample in parts]
+
+    def generate(self, prime: str = "", length: int = 200, **options: Any) -> str:
+        """One continuation of `prime` (prime included), `length` tokens long.
+
+        >>> model = textgen.load(tiny)
+        >>> text = model.generate("ROMEO:", length=40, temperature=0.8, top_p=0.95, seed=1)
+        >>> text.startswith("ROMEO:"), text == model.generate("ROMEO:", 40, top_p=0.95, seed=1)
+        (True, True)
+        >>> model.generate("ROMEO:", 20, temperature=0) == model.generate("ROMEO:", 20, temperature=0)
+        True
+        """
+        return self.generate_many(prime, length, num_samples=1, **options)[0]
+
+    def export(self, output: str | os.PathLike | None = None, *, format: str = "all",
+               quantize: str = "none", force: bool = False) -> ExportResult:
+        """Write a SavedModel and/or a TFLite file (default folder: the model's `export/`), each
+        checked against this model; returns what was written and the measured parity.
+
+        >>> result = textgen.load(tiny).export(force=True)
+        >>> sorted(result.files)
+        ['metadata.json', 'model.tflite', 'saved_model/fingerprint.pb', 'saved_model/saved_model.pb', ...]
+        >>> check = result.parity["tflite"]
+        >>> check["max_abs_logit_diff"] < 1e-4, check["greedy_text_identical"]
+        (True, True)
+        >>> phone = textgen.load(result.path / "model.tflite")    # run by LiteRT
+        >>> phone.generate("ROMEO:", 50, seed=1) == textgen.load(tiny).generate("ROMEO:", 50, seed=1)
+        True
+        """
+        return export(self, Path(output) if output is not None else None, format, quantize, force)
+
+    def evaluate(self, files: Sequence[str | os.PathLike] = (), *, text: str | None = None,
+                 encoding: str = "utf-8", seq_len: int | None = None) -> dict:
+        """Loss (nats/token), perplexity, bits per character and token count on held-out text,
+        over consecutive windows of `seq_len` tokens (default: the training windows'), each read
+        from a zero state as validation reads them; models trained on different windows compare
+        at the same `seq_len`.
+
+        >>> result = textgen.load(tiny).evaluate([held_out])
+        >>> sorted(result)
+        ['bits_per_char', 'bits_per_token', 'chars', 'loss', 'perplexity', 'tokens']
+        >>> result["tokens"], round(result["bits_per_char"] * 0.6931 / result["loss"], 3)
+        (4832, 1.0)
+        """
+        if (text is None) == (not files):
+            raise TextgenError("evaluate needs either files or text")
+        if seq_len is not None and seq_len < 1:
+            raise TextgenError("seq-len must be at least 1")
+        corpus: Corpus = TextCorpus(text) if text is not None else open_corpus(
+            [str(f) for f in files], encoding=encoding)
+        seq_len = seq_len or self.config.train.seq_len
+        source = measured_source(self.tokenizer, corpus, "evaluation text")
+        require_windows(source, seq_len, "the evaluation text")
+        return self._evaluate_source(source, seq_len)
+
+    def novelty(self, corpus: Sequence[str | os.PathLike], *, num_samples: int = 5, length: int = 500,
+                temperature: float = 0.8, seed: int = 0, encoding: str = "utf-8") -> dict:
+        """How much of this model's text is copied from `corpus` (files, folders or tfds:NAME):
+        the longest copied run and the share of copied n-grams, over `num_samples` samples.
+
+        >>> report = textgen.load(tiny).novelty([corpus], length=200)
+        >>> report["longest_copy_tokens"] >= 1, sorted(report["copied_ngrams"])
+        (True, ['16', '32', '8'])
+        """
+        texts = self.generate_many("", length, num_samples=num_samples, temperature=temperature, seed=seed)
+        source = open_corpus([str(c) for c in corpus], encoding=encoding, progress=False)
+        report = measure_novelty(texts, self.tokenizer, source, NGRAM_SIZES[self.config.level])
+        return {"samples": num_samples, "tokens_per_sample": length, "temperature": temperature,
+                "seed": seed, **report}
+
+    def _evaluate_source(self, source: TokenSource, seq_len: int) -> dict:
+        return evaluate_windows(self.keras_model, source, seq_len, self.config.train.batch_size)
+
+
+def check_sampling(length: int, num_samples: int, temperatures: list[float], top_k: int,
+                   top_p: float, repetition_penalty: float) -> None:
+    """One clear error for a sampling setting no generator can use."""
+    if length < 1:
+        raise TextgenError("length must be at least 1")
+    if num_samples < 1:
+        raise TextgenError("num-samples must be at least 1")
+    if not temperatures or any(t < 0 for t in temperatures):
+        raise TextgenError("temperature must be 0 (greedy) or more")
+    if repetition_penalty < 1:
+        raise TextgenError("repetition-penalty must be at least 1 (1 is off)")
+    if top_k < 0:
+        raise TextgenError("top-k must be 0 (off) or more")
+    if not 0 < top_p <= 1:
+        raise TextgenError("top-p must be in (0, 1]")

@@ -1,0 +1,104 @@
+"""Sources -> a fitted tokenizer and the training and validation token ranges, read before anything
+is written, so that a bad input ends the run with nothing on disk."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textgen.errors import TextgenError
+from textgen.store.config import TrainConfig
+from textgen.store.ids_cache import IdCache
+from textgen.text.corpus import Corpus, FileCorpus, TfdsCorpus, open_corpus
+from textgen.text.pipeline import (
+    Streams,
+    TokenSource,
+    corpus_streams,
+    count_tokens,
+    measured_source,
+    require_windows,
+    split_tail,
+    token_stream,
+)
+from textgen.text.tokenizers import Tokenizer, tokenizer_for
+from textgen.training.options import DataOptions, Log
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    tokenizer: Tokenizer
+    train: TokenSource
+    val: TokenSource
+    description: dict[str, Any]  # config.json's "corpus"
+
+
+def default_name(sources: Sequence[str], level: str) -> str:
+    first = sources[0]
+    stem = first.split(":", 1)[1] if first.startswith("tfds:") else Path(first.rstrip("/")).stem
+    stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in stem) or "model"
+    return f"{stem}-{level}"
+
+
+def model_name(name: str) -> str:
+    """A model folder's name, checked: a name inside the output folder, never a path."""
+    if not name or "/" in name or name.startswith("."):
+        raise TextgenError(f"invalid model name {name!r}")
+    return name
+
+
+def open_sources(options: DataOptions, progress: bool = True) -> Corpus:
+    return open_corpus(options.sources, encoding=options.encoding, tfds_data_dir=options.tfds_data_dir,
+                       tfds_manual_dir=options.tfds_manual_dir, progress=progress)
+
+
+def prepare_data(options: DataOptions, train_config: TrainConfig, tokenizer: Tokenizer | None,
+                 log: Log, progress: bool = True) -> PreparedData:
+    """Fit (or reuse) the tokenizer, then describe the train and validation token ranges."""
+    corpus = open_sources(options, progress)
+    if options.cache_dir is not None and not isinstance(corpus, FileCorpus):
+        raise TextgenError("--cache-ids caches text files; TensorFlow Datasets keep their own cache")
+    val_corpus: Corpus | None = None
+    if options.val_file:
+        val_corpus = open_corpus([options.val_file], encoding=options.encoding)
+    elif isinstance(corpus, TfdsCorpus) and "validation" in corpus.splits():
+        val_corpus = dataclasses.replace(corpus, split="validation")
+
+    tokenizer, total, streams = _tokens(options, corpus, tokenizer, log)
+    if total == 0:
+        raise TextgenError("the corpus holds no text")
+    if val_corpus is None:
+        train, val = split_tail(streams, tokenizer.level, total, train_config.val_fraction,
+                                train_config.max_val_tokens)
+    else:
+        train = TokenSource(lambda: streams(0, None), total, None, "all tokens")
+        val = measured_source(tokenizer, val_corpus, "validation corpus")
+    require_windows(train, train_config.seq_len, "the training text")
+    require_windows(val, train_config.seq_len, "the validation text")
+    description = {**corpus.describe(), "tokens": total, "train_tokens": train.tokens,
+                   "val_tokens": val.tokens, "validation": val_corpus.describe() if val_corpus
+                   else f"last {train_config.val_fraction:.0%} of the corpus (capped at "
+                        f"{train_config.max_val_tokens:,} tokens)"}
+    return PreparedData(tokenizer, train, val, description)
+
+
+def _tokens(options: DataOptions, corpus: Corpus, tokenizer: Tokenizer | None,
+            log: Log) -> tuple[Tokenizer, int, Streams]:
+    """The tokenizer (fitted unless given), the corpus's length in tokens, and its token ranges:
+    from the ids cache with `cache_dir`, else tokenized as they are read."""
+    if options.cache_dir is not None and isinstance(corpus, FileCorpus):
+        cache = IdCache.open(Path(options.cache_dir), corpus)
+        if tokenizer is None:
+            log("Building the vocabulary (or reading it from the cache)...")
+            tokenizer = cache.tokenizer(options.level, options.max_vocab)
+        log("Tokenizing (or reading the tokens from the cache)...")
+        cached = cache.ids(tokenizer)
+        return tokenizer, cached.tokens, cached.stream
+    if tokenizer is None:
+        log("Building the vocabulary...")
+        tokenizer, total = tokenizer_for(options.level).fit(corpus.chunks(), options.max_vocab)
+    else:
+        total = count_tokens(token_stream(tokenizer, corpus))[0]
+    return tokenizer, total, corpus_streams(tokenizer, corpus)
