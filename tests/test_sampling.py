@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from textgen.generate.sampling import filter_top_k, filter_top_p, sample_next
+from textgen.generate.sampling import filter_top_k, filter_top_p, sample_next, sample_rows
 
 LOGITS = tf.constant([[1.0, 3.0, 2.0, 0.5], [4.0, 0.0, 0.0, 3.9]])
 
@@ -53,3 +53,26 @@ def test_repetition_penalty_lowers_seen_tokens_only():
     out = apply_repetition_penalty(logits, seen, tf.constant(2.0)).numpy().tolist()
     assert out == [[1.0, -2.0, 3.0]]
     assert apply_repetition_penalty(logits, seen, tf.constant(1.0)).numpy().tolist() == [[2.0, -1.0, 3.0]]
+
+
+def test_each_row_samples_with_its_own_settings_and_noise():
+    """A batch of rows with settings of their own draws, row by row, what each row alone draws with
+    its settings (a server batches requests so): its seed, step and row choose its noise."""
+    rng = np.random.default_rng(3)
+    logits = tf.constant(rng.normal(0, 2, (6, 50)).astype("float32"))
+    temperature = [0.0, 0.7, 1.3, 1.0, 2.0, 0.9]
+    top_k = [0, 5, 0, 2, 0, 10]
+    top_p = [1.0, 1.0, 0.6, 1.0, 0.95, 0.3]
+    seeds, steps, rows = [1, 2, 3, 4, 5, 6], [0, 7, 3, 9, 1, 4], [0, 1, 0, 2, 1, 0]
+    together = sample_rows(logits, tf.constant(temperature), tf.constant(top_k), tf.constant(top_p),
+                           tf.constant(seeds), tf.constant(steps), tf.constant(rows)).numpy().tolist()
+    alone = [sample_next(logits[r:r + 1], tf.constant(temperature[r]), tf.constant(top_k[r]),
+                         tf.constant(top_p[r]), tf.constant([seeds[r], steps[r]]),
+                         first_row=rows[r]).numpy()[0] for r in range(6)]
+    assert together == alone and len(set(together)) > 3
+
+
+def test_a_row_whose_top_p_is_one_keeps_every_token_beside_rows_that_filter():
+    logits = tf.constant([[0.0] * 8, [5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    kept = filter_top_p(logits, tf.constant([1.0, 0.5])).numpy() > -1e8
+    assert kept[0].all() and kept[1].tolist() == [True] + [False] * 7

@@ -18,7 +18,7 @@ import numpy as np
 from textgen.errors import TextgenError
 from textgen.generate.evaluation import loss_report
 from textgen.generate.generator import prime_ids
-from textgen.generate.sampling import apply_repetition_penalty, sample_next, temperature_list
+from textgen.generate.sampling import apply_repetition_penalty, sample_rows, temperature_list
 from textgen.quiet import native_logs_hidden, native_stderr_silenced
 from textgen.store.artifacts import EXPORT_METADATA_FILE
 from textgen.text.pipeline import TokenSource, window_dataset
@@ -134,32 +134,43 @@ class StepGenerator:
         banned = np.zeros(vocab, bool)
         banned[UNK_ID] = True
 
-        @tf.function(input_signature=[
-            tf.TensorSpec([None, vocab], tf.float32), tf.TensorSpec([None, vocab], tf.bool),
-            tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32),
-            tf.TensorSpec([], tf.float32), tf.TensorSpec([2], tf.int32)])
-        def choose(logits, seen, temperature, top_k, top_p, penalty, seed):
-            penalised = tf.cond(penalty != 1, lambda: apply_repetition_penalty(logits, seen, penalty),
-                                lambda: logits)
-            ids = sample_next(penalised, temperature, top_k, top_p, seed, tf.constant(banned))
+        rows = [tf.TensorSpec([None], dtype) for dtype in
+                (tf.float32, tf.int32, tf.float32, tf.float32, tf.int32, tf.int32, tf.int32)]
+
+        @tf.function(input_signature=[tf.TensorSpec([None, vocab], tf.float32),
+                                      tf.TensorSpec([None, vocab], tf.bool), *rows])
+        def choose(logits, seen, temperature, top_k, top_p, penalty, seeds, steps, rows):
+            """One token per row, each with its own settings and noise (see sampling.sample_rows)."""
+            penalised = tf.cond(tf.reduce_any(penalty != 1),
+                                lambda: apply_repetition_penalty(logits, seen, penalty), lambda: logits)
+            ids = sample_rows(penalised, temperature, top_k, top_p, seeds, steps, rows, tf.constant(banned))
             return ids, tf.logical_or(seen, tf.one_hot(ids, vocab, on_value=True, off_value=False))
 
         self.choose = choose
 
-    def stream(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
-               temperature: float | Sequence[float] = 0.8, top_k: int = 0, top_p: float = 1.0,
-               repetition_penalty: float = 1.0, seed: int = 0, chunk: int = 64) -> Iterator[np.ndarray]:
-        temperatures = temperature_list(temperature)
+    def prime(self, prime: str, num_samples: int) -> tuple[np.ndarray, States, np.ndarray]:
+        """Feed the prime token by token: logits after its last token, states, and seen mask."""
         ids = prime_ids(self.tokenizer, prime)
         states = zero_states(self.metadata, num_samples)
         seen = np.zeros((num_samples, self.tokenizer.vocab_size), bool)
         seen[:, ids] = True
         for token in ids:
             logits, states = self.runner(np.full(num_samples, token, np.int32), states)
+        return logits, states, seen
+
+    def stream(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
+               temperature: float | Sequence[float] = 0.8, top_k: int = 0, top_p: float = 1.0,
+               repetition_penalty: float = 1.0, seed: int = 0, chunk: int = 64) -> Iterator[np.ndarray]:
+        temperatures = temperature_list(temperature)
+        logits, states, seen = self.prime(prime, num_samples)
+        full = lambda value, dtype: np.full(num_samples, value, dtype)  # noqa: E731
+        fixed = (full(top_k, np.int32), full(top_p, np.float32), full(repetition_penalty, np.float32),
+                 full(seed, np.int32))
+        rows = np.arange(num_samples, dtype=np.int32)
         block: list[np.ndarray] = []
         for step in range(length):
-            new, seen = self.choose(logits, seen, float(temperatures[step % len(temperatures)]), int(top_k),
-                                    float(top_p), float(repetition_penalty), np.array([seed, step], np.int32))
+            temperature_now = full(temperatures[step % len(temperatures)], np.float32)
+            new, seen = self.choose(logits, seen, temperature_now, *fixed, full(step, np.int32), rows)
             new = new.numpy()
             block.append(new)
             if len(block) == chunk or step == length - 1:

@@ -29,7 +29,7 @@ from textgen.errors import TextgenError
 from textgen.export.graph_tokenizer import GraphTokenizer
 from textgen.export.parity import check_parity
 from textgen.export.runtime import EXPORT_FORMAT, EXPORT_VERSION, STEP_SIGNATURE, next_state_name
-from textgen.generate.generator import Generator
+from textgen.generate.generator import Generator, RowSettings
 from textgen.store import artifacts
 from textgen.store.artifacts import EXPORT_METADATA_FILE, SAVED_MODEL_DIR, TFLITE_FILE
 from textgen.store.config import RunConfig
@@ -145,9 +145,8 @@ def write_saved_model(generator: Generator, path: Path) -> None:
         width = tf.maximum(tf.reduce_max(lengths), 1)
         padded = ids.to_tensor(default_value=generator.fallback_id, shape=[tf.size(prompts), width])
         logits, states, seen = generator.prime_graph(padded, tf.sequence_mask(lengths, width))
-        new_ids, *_ = generator.sample_graph(
-            logits, states, seen, tf.maximum(num_tokens, 0), temperature[tf.newaxis], top_k, top_p,
-            tf.constant(1.0), seed, tf.constant(0))
+        settings = RowSettings.same(tf.size(prompts), temperature[tf.newaxis], top_k, top_p, 1.0, seed)
+        new_ids, *_ = generator.sample_graph(logits, states, seen, tf.maximum(num_tokens, 0), settings)
         generated = tokenizer.decode(new_ids)
         return {"generated": generated, "text": prompts + generated, "token_ids": new_ids}
 

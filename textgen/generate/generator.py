@@ -12,12 +12,13 @@ GPU sample on any CPU.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from textgen.generate.sampling import apply_repetition_penalty, sample_next, temperature_list
+from textgen.generate.sampling import apply_repetition_penalty, sample_rows, temperature_list
 from textgen.model.cells import cell_math, weights_split
 from textgen.model.fast_recurrent import batch_parts, loop_parts
 from textgen.model.network import TiedEmbedding, output_weights, recurrent_layers
@@ -56,6 +57,43 @@ def prime_ids(tokenizer: Tokenizer, prime: str) -> np.ndarray:
     ids = tokenizer.encode(prime)
     ids = ids[ids != UNK_ID]
     return ids if len(ids) else np.array([fallback_id(tokenizer)], np.int32)
+
+
+class RowSettings(NamedTuple):
+    """How each row samples, and where its noise comes from: one entry per row (stream), so that a
+    batch can hold requests with settings of their own. Row r samples token i of a call at
+    temperatures[r, (steps[r] + i) % L] with noise drawn from (seeds[r], steps[r] + i, rows[r])."""
+
+    temperatures: tf.Tensor  # [batch, L] float32: a list cycled token by token (L = 1: one value)
+    top_k: tf.Tensor  # [batch] int32, 0: off
+    top_p: tf.Tensor  # [batch] float32, 1: off
+    penalty: tf.Tensor  # [batch] float32 repetition penalty, 1: off
+    seeds: tf.Tensor  # [batch] int32
+    steps: tf.Tensor  # [batch] int32: tokens the row sampled before this call
+    rows: tf.Tensor  # [batch] int32: the row's place among the samples of its request
+
+    @classmethod
+    def same(cls, batch: tf.Tensor | int, temperatures: tf.Tensor | Sequence[float], top_k: tf.Tensor | int,
+             top_p: tf.Tensor | float, penalty: tf.Tensor | float, seed: tf.Tensor | int,
+             step: tf.Tensor | int = 0) -> RowSettings:
+        """`batch` rows of one request, all with the same settings (rows 0, 1, ...)."""
+        temperatures = tf.cast(temperatures, tf.float32)
+        fill = lambda value, dtype: tf.fill([batch], tf.cast(value, dtype))  # noqa: E731
+        return cls(tf.tile(temperatures[tf.newaxis, :], [batch, 1]), fill(top_k, tf.int32),
+                   fill(top_p, tf.float32), fill(penalty, tf.float32), fill(seed, tf.int32),
+                   fill(step, tf.int32), tf.range(batch, dtype=tf.int32))
+
+    @classmethod
+    def spec(cls) -> RowSettings:
+        return cls(tf.TensorSpec([None, None], tf.float32), *(tf.TensorSpec([None], dtype) for dtype in (
+            tf.int32, tf.float32, tf.float32, tf.int32, tf.int32, tf.int32)))
+
+    def rows_between(self, start: tf.Tensor, stop: tf.Tensor) -> RowSettings:
+        return RowSettings(*(field[start:stop] for field in self))
+
+    def advanced(self, steps: tf.Tensor | int) -> RowSettings:
+        """These settings after every row sampled `steps` more tokens."""
+        return self._replace(steps=self.steps + steps)
 
 
 class Generator:
@@ -108,16 +146,16 @@ class Generator:
 
     def _compile(self, xla: bool) -> None:
         """The prime and sampling functions, with fixed signatures: one trace per generator,
-        whatever the batch, prime, list or chunk lengths."""
+        whatever the batch, prime, list or chunk lengths (XLA compiles once per batch size)."""
         states = [tf.TensorSpec([None, units], tf.float32) for units in self.state_units]
         vocab = self.tokenizer.vocab_size
-        scalar = tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32)
-        signature = [
-            tf.TensorSpec([None, vocab], tf.float32), states, tf.TensorSpec([None, vocab], tf.bool),
-            scalar[0], tf.TensorSpec([None], tf.float32), scalar[0], scalar[1], scalar[1], scalar[0],
-            scalar[0], scalar[0]]
-        self._prime = tf.function(self.prime_graph,
-                                  input_signature=[tf.TensorSpec([None, None], tf.int32)])
+        signature = [tf.TensorSpec([None, vocab], tf.float32), states, tf.TensorSpec([None, vocab], tf.bool),
+                     tf.TensorSpec([], tf.int32), RowSettings.spec()]
+        ids = tf.TensorSpec([None, None], tf.int32)
+        self._prime = tf.function(self.prime_graph, input_signature=[ids])
+        # prompts of different lengths in one call: padded on the right, the padding masked
+        self._prime_masked = tf.function(self.prime_graph,
+                                         input_signature=[ids, tf.TensorSpec([None, None], tf.bool)])
         # Under XLA the tokens go to a buffer of MAX_CHUNK_TOKENS (shapes are compile-time), of
         # which a call fills its first `steps`; one compiled loop serves every chunk size.
         capacity = MAX_CHUNK_TOKENS if xla else None
@@ -215,38 +253,37 @@ class Generator:
             position += count
         return self._logits(x), new_states
 
-    def _sample_parts(self, logits, states, seen, steps, temperatures, top_k, top_p, penalty, seed, offset,
-                      first_row):
+    def _sample_parts(self, logits, states, seen, steps, settings: RowSettings):
         """`_sample` over `self.parts` parts of the batch, each drawing the noise of its rows."""
-        parts = [self._sample(logits[a:b], [s[a:b] for s in states], seen[a:b], steps, temperatures, top_k,
-                              top_p, penalty, seed, offset, first_row + a)
+        parts = [self._sample(logits[a:b], [s[a:b] for s in states], seen[a:b], steps,
+                              settings.rows_between(a, b))
                  for a, b in batch_parts(tf.shape(logits)[0], self.parts)]
         tokens, logits, states, seen = zip(*parts, strict=True)
         return (tf.concat(tokens, 0), tf.concat(logits, 0),
                 [tf.concat([part[k] for part in states], 0) for k in range(len(self.state_units))],
                 tf.concat(seen, 0))
 
-    def sample_graph(self, logits, states, seen, steps, temperatures, top_k, top_p, penalty, seed,
-                     offset, first_row=0, capacity: int | None = None):
+    def sample_graph(self, logits, states, seen, steps, settings: RowSettings, capacity: int | None = None):
         """Sample `steps` tokens in a `tf.while_loop` -> ids [batch, capacity or steps], logits,
         states, seen (with a `capacity`, ids past `steps` are zeros).
 
-        Token i of a call draws its noise from (seed, offset + i) alone, so text does not
-        depend on how generation is cut into calls.
+        Each row draws its noise from its own (seed, step, row) alone (see RowSettings), so its
+        text depends neither on how generation is cut into calls nor on what shares the batch.
         """
         batch = tf.shape(logits)[0]
         size = steps if capacity is None else capacity
         tokens = tf.TensorArray(tf.int32, size=size, element_shape=tf.TensorShape([None]))
+        penalised = tf.reduce_any(settings.penalty != 1)
+        cycle = tf.shape(settings.temperatures)[1]
 
         def body(i, logits, states, seen, tokens):
-            step = offset + i
+            step = settings.steps + i
             # A list is cycled per token (gather: a slice with a runtime index recompiles under XLA).
-            temperature = tf.gather(temperatures, step % tf.size(temperatures))
-            penalised = penalty != 1
-            logits = tf.cond(penalised, lambda: apply_repetition_penalty(logits, seen, penalty),
+            temperature = tf.gather(settings.temperatures, step % cycle, axis=1, batch_dims=1)
+            logits = tf.cond(penalised, lambda: apply_repetition_penalty(logits, seen, settings.penalty),
                              lambda: logits)
-            ids = sample_next(logits, temperature, top_k, top_p, tf.stack([seed, step]), self.banned,
-                              first_row)
+            ids = sample_rows(logits, temperature, settings.top_k, settings.top_p, settings.seeds, step,
+                              settings.rows, self.banned)
             seen = tf.cond(penalised, lambda: tf.logical_or(seen, tf.one_hot(
                 ids, self.tokenizer.vocab_size, on_value=True, off_value=False)), lambda: seen)
             logits, states = self.lean_step(ids, states)
@@ -255,6 +292,15 @@ class Generator:
         _, logits, states, seen, tokens = tf.while_loop(
             lambda i, *_: i < steps, body, (tf.constant(0), logits, states, seen, tokens))
         return tf.reshape(tf.transpose(tokens.stack()), [batch, size]), logits, states, seen
+
+    def sample_chunk(self, logits, states, seen, steps: int, settings: RowSettings):
+        """`steps` tokens for every row (at most MAX_CHUNK_TOKENS), compiled: ids [batch, steps] as
+        numpy, and the logits, states and seen mask to continue from. Batches of several streams
+        run as parts side by side."""
+        batch = int(logits.shape[0])
+        sample = self._sample_in_parts if batch >= PART_MIN_STREAMS * self.parts > 1 else self._sample
+        tokens, logits, states, seen = sample(logits, states, seen, tf.constant(steps), settings)
+        return tokens.numpy()[:, :steps], logits, states, seen
 
     # -- public -----------------------------------------------------------------------------
 
@@ -267,23 +313,18 @@ class Generator:
         Chunks grow from FIRST_CHUNK_TOKENS (see `chunk_sizes`) unless `chunk` fixes their size.
         A list of temperatures is cycled token by token, as textgenrnn does.
         """
-        temperatures = temperature_list(temperature)
         ids = np.tile(prime_ids(self.tokenizer, prime)[np.newaxis, :], (num_samples, 1))
         logits, states, seen = self._prime(tf.constant(ids, tf.int32))
-        settings = (tf.constant(temperatures, tf.float32), tf.constant(int(top_k)),
-                    tf.constant(float(top_p)), tf.constant(float(repetition_penalty)),
-                    tf.constant(int(seed)))
+        settings = RowSettings.same(num_samples, temperature_list(temperature), top_k, top_p,
+                                    repetition_penalty, seed)
         sizes = chunk_sizes(length, num_samples) if chunk is None else (
             min(chunk, length - done) for done in range(0, length, chunk))
-        sample = self._sample_in_parts if num_samples >= PART_MIN_STREAMS * self.parts > 1 else self._sample
-        done = 0
         for size in sizes:
             for part in range(0, size, MAX_CHUNK_TOKENS):  # a fixed chunk may exceed the buffer
                 steps = min(MAX_CHUNK_TOKENS, size - part)
-                tokens, logits, states, seen = sample(logits, states, seen, tf.constant(steps), *settings,
-                                                      tf.constant(done), tf.constant(0))
-                yield tokens.numpy()[:, :steps]
-                done += steps
+                tokens, logits, states, seen = self.sample_chunk(logits, states, seen, steps, settings)
+                settings = settings.advanced(steps)
+                yield tokens
 
     def generate(self, prime: str = "", length: int = 200, **options) -> list[str]:
         """Whole continuations (without the prime), one string per sample."""
