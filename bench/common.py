@@ -1,9 +1,11 @@
-"""Shared pieces of the benchmarks: the machine's matmul peak, measured in the same run."""
+"""Shared pieces of the benchmarks: the machine (CPU and the instruction set in use, emulated or
+not) and its matmul peak, measured in the same run."""
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from textgen.datasets import tiny_shakespeare_path
 
@@ -30,3 +32,23 @@ def matmul_peak_gflops(size: int = 2048, seconds: float = 2.0) -> float:
                    tf.random.normal([size, size]))
     a, b = np.random.default_rng(0).random((2, size, size), dtype=np.float32)
     return max(tf_rate, rate(np.matmul, a, b))
+
+
+def machine() -> dict:
+    """The CPU, its widest vector instructions, and the limits set to emulate a narrower one (e.g.
+    XLA_FLAGS=--xla_cpu_max_isa=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 on an AVX-512 machine)."""
+    model, flags = "unknown", set()
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        if line.startswith("model name") and model == "unknown":
+            model = line.split(":", 1)[1].strip()
+        elif line.startswith("flags") and not flags:
+            flags = set(line.split(":", 1)[1].split())
+    isa = ("AVX-512 with AMX" if "amx_tile" in flags else "AVX-512" if "avx512f" in flags
+           else "AVX2" if "avx2" in flags else "older than AVX2")
+    limits = {name: os.environ[name] for name in ("XLA_FLAGS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+              if name in os.environ}
+    return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "isa": isa, "isa_limits": limits or None}

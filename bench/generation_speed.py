@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import matmul_peak_gflops
+from common import machine, matmul_peak_gflops
 
 UNITS, LAYERS, EMBEDDING = 256, 2, 64
 ALPHABET = (string.ascii_letters + string.digits + " .,;:!?'\n-")[:64]  # 64 chars + <unk> = 65
@@ -41,19 +41,26 @@ def run_sample(model: Path, length: int, streams: int) -> float:
     return time.perf_counter() - start
 
 
+def make_model(folder: Path) -> Path:
+    """The benchmark's model, `folder/m`: its shapes trained for one step (speed needs no quality)."""
+    corpus = folder / "corpus.txt"
+    corpus.write_text("".join(ALPHABET[(i * 7) % 64] for i in range(40_000)))
+    subprocess.run([sys.executable, "-m", "textgen", "train", str(corpus), "--cell", "lstm",
+                    "--layers", str(LAYERS), "--units", str(UNITS), "--embedding-dim",
+                    str(EMBEDDING), "--max-steps", "1", "--no-samples", "--quiet", "--output-dir",
+                    str(folder), "--name", "m"], check=True, capture_output=True)
+    return folder / "m"
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
-        corpus = Path(folder) / "corpus.txt"
-        corpus.write_text("".join(ALPHABET[(i * 7) % 64] for i in range(40_000)))
-        subprocess.run([sys.executable, "-m", "textgen", "train", str(corpus), "--cell", "lstm",
-                        "--layers", str(LAYERS), "--units", str(UNITS), "--embedding-dim",
-                        str(EMBEDDING), "--max-steps", "1", "--no-samples", "--quiet", "--output-dir",
-                        folder, "--name", "m"], check=True, capture_output=True)
-        model = Path(folder) / "m"
+        model = make_model(Path(folder))
         peak = matmul_peak_gflops()
         bound = peak * 1e9 / flops_per_char(65)
-        results = {"model": f"LSTM {LAYERS}x{UNITS}, embedding {EMBEDDING}, vocabulary 65",
-                   "matmul_peak_gflops": round(peak, 1), "arithmetic_bound_chars_per_s": round(bound)}
+        results = {"machine": machine(),
+                   "model": f"LSTM {LAYERS}x{UNITS}, embedding {EMBEDDING}, vocabulary 65",
+                   "matmul_peak_gflops": round(peak, 1),
+                   "arithmetic_bound_chars_per_s": round(bound)}
         # the long runs generate for about ten seconds: start-up varies by a second or two
         for streams, short, long in ((1, 2_000, 152_000), (64, 200, 10_200)):
             base = min(run_sample(model, short, streams) for _ in range(3))

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHAKESPEARE, matmul_peak_gflops
+from common import SHAKESPEARE, machine, matmul_peak_gflops
 
 UNITS, LAYERS, EMBEDDING, VOCAB, BATCH, SEQ = 256, 2, 64, 65, 64, 100
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -74,9 +74,9 @@ def main() -> None:
                         help="alternate textgen and PyTorch runs this often; medians are reported")
     args = parser.parse_args()
     peak = matmul_peak_gflops()
-    results: dict = {"shapes": f"{LAYERS}x{UNITS}, embedding {EMBEDDING}, vocabulary {VOCAB}, batch {BATCH}, "
-                               f"seq {SEQ}", "matmul_peak_gflops": round(peak, 1), "repeats": args.repeats,
-                     "cells": {}}
+    shapes = f"{LAYERS}x{UNITS}, embedding {EMBEDDING}, vocabulary {VOCAB}, batch {BATCH}, seq {SEQ}"
+    results: dict = {"machine": machine(), "shapes": shapes, "matmul_peak_gflops": round(peak, 1),
+                     "repeats": args.repeats, "cells": {}}
     with tempfile.TemporaryDirectory() as folder:
         for cell in args.cells.split(","):
             flops = flops_per_trained_token(cell)

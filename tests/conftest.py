@@ -15,6 +15,7 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 import pytest
 
 from helpers import TINY, shakespeare
+from serving import KEY, LONG, Server
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +52,34 @@ def word_model(tmp_path_factory, corpus_file) -> Path:
     assert main(["train", str(corpus_file), *TINY, "--level", "word", "--seq-len", "16",
                  "--epochs", "1", "--output-dir", str(out), "--name", "word", "--cell", "lstm"]) == 0
     return out / "word"
+
+
+@pytest.fixture(scope="session")
+def tflite_file(char_model, tmp_path_factory) -> Path:
+    """The char model's float TFLite export."""
+    import textgen
+
+    folder = tmp_path_factory.mktemp("export") / "export"
+    assert textgen.load(char_model).export(folder, format="tflite").path == folder
+    return folder / "model.tflite"
+
+
+@pytest.fixture(scope="session")
+def server(char_model, word_model, tflite_file, tmp_path_factory):
+    """One `textgen serve` process for the server and playground tests: the char model as `char`, the
+    word model as `word`, the TFLite file (`char-tflite`), a key, 8 rows, room for 8 waiting requests."""
+    process = Server([f"char={char_model}", f"word={word_model}", tflite_file, "--api-key", KEY,
+                      "--max-batch", "8", "--max-queue", "8", "--max-prompt-tokens", "200",
+                      "--max-body-bytes", "4096", "--max-tokens", LONG],
+                     tmp_path_factory.mktemp("server") / "server.log")
+    yield process
+    assert process.stop() == 0
+
+
+@pytest.fixture(scope="session")
+def served_models(char_model, word_model, tflite_file) -> dict:
+    """The served models, loaded here: what `textgen sample` gives is the reference."""
+    import textgen
+
+    return {"char": textgen.load(char_model), "word": textgen.load(word_model),
+            "char-tflite": textgen.load(tflite_file)}

@@ -48,6 +48,8 @@ def test_the_wheel_carries_the_corpus(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("keras_textgen-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read("textgen/datasets/tiny_shakespeare/input.txt") == SHAKESPEARE.read_bytes()
+        page = ROOT / "textgen" / "serving" / "static" / "playground.html"
+        assert archive.read("textgen/serving/static/playground.html") == page.read_bytes()
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ from typing import Any
 from textgen.errors import TextgenError
 
 __version__ = "0.1.0"
-__all__ = ["TextModel", "TextgenError", "__version__", "load", "train", "tune"]
+__all__ = ["TextModel", "TextgenError", "__version__", "load", "serve", "train", "tune"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("TextModel", "load", "train", "tune"):
+    if name in ("TextModel", "load", "serve", "train", "tune"):
         from textgen import api
 
         return getattr(api, name)

@@ -1,5 +1,5 @@
-"""The Python API: `train`, `tune` and `load`, and the `TextModel` they return. The command line
-calls these too."""
+"""The Python API: `train`, `tune`, `load` and the `TextModel` they return, and `serve`. The command
+line calls these too."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from textgen.training.run import train as run_training
 from textgen.training.search_space import SearchOptions, SearchSpace
 from textgen.training.tuning import tune as run_search
 
-__all__ = ["TextModel", "load", "train", "tune"]
+__all__ = ["TextModel", "load", "serve", "train", "tune"]
 Sources = str | os.PathLike | Sequence[str | os.PathLike]
 
 
@@ -117,3 +117,17 @@ def _data_options(sources: Sources, encoding: str, val_file: str | None, tfds_da
     return DataOptions(sources=[str(s) for s in sources], encoding=encoding, val_file=val_file,
                        tfds_data_dir=tfds_data_dir, tfds_manual_dir=tfds_manual_dir,
                        cache_dir=str(Path(output_dir) / CACHE_DIR) if cache_ids else None, **vocabulary)
+
+
+def serve(models: Sources, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          output_dir: str = "saved_models", **settings: Any) -> None:
+    """Serve models over HTTP until SIGTERM or Ctrl-C: OpenAI's `/v1/completions` with continuous
+    batching, `/v1/models`, `/health`, and the playground at `/`. `models` are model folders or names,
+    `.tflite` files or SavedModel folders (`NAME=MODEL` names one); `settings` are
+    textgen.serving.serve's (max_batch, max_queue, limits, cors_origins, drain_seconds, log). The
+    app alone, for an ASGI server of your own: textgen.serving.create_app."""
+    from textgen.serving import serve as run_server  # Starlette and uvicorn: the [serve] extra
+
+    models = [models] if isinstance(models, (str, os.PathLike)) else models
+    run_server([str(m) for m in models], host=host, port=port, api_key=api_key, output_dir=output_dir,
+               **settings)

@@ -14,6 +14,7 @@ import click
 
 from textgen.cli.generate_commands import evaluate, sample
 from textgen.cli.model_commands import export, info, list_command, plot
+from textgen.cli.serve_command import serve
 from textgen.cli.train_commands import train, tune
 from textgen.errors import TextgenError, TextgenNote, TextgenWarning
 
@@ -37,7 +38,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     ctx.obj = {"verbose": verbose}
 
 
-for command in (train, sample, evaluate, export, list_command, info, plot, tune):
+for command in (train, sample, evaluate, export, list_command, info, plot, tune, serve):
     cli.add_command(command)
 
 
