@@ -14,7 +14,7 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 
 import pytest
 
-from helpers import TINY, shakespeare
+from helpers import CELLS, CHROMIUM_ARGS, TINY, chromium_path, shakespeare, train
 from serving import KEY, LONG, Server
 
 
@@ -83,3 +83,40 @@ def served_models(char_model, word_model, tflite_file) -> dict:
 
     return {"char": textgen.load(char_model), "word": textgen.load(word_model),
             "char-tflite": textgen.load(tflite_file)}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium, driven by Playwright (the playground and web export tests). Per module: Playwright's
+    synchronous API keeps an event loop running in this thread while it is open, where other
+    modules' tests run loops of their own."""
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, corpus_file) -> dict[str, Path]:
+    """One small char model per cell, exported (SavedModel, float TFLite, web) by the CLI."""
+    from textgen.cli import main
+
+    out = tmp_path_factory.mktemp("export_models")
+    models = {}
+    for cell in CELLS:
+        model = train(out, corpus_file, cell, "--cell", cell, "--max-steps", "30")
+        assert main(["export", str(model)]) == 0
+        models[cell] = model
+    return models
+
+
+@pytest.fixture(scope="session")
+def exported_word(word_model) -> Path:
+    """The word model, exported in every format."""
+    from textgen.cli import main
+
+    assert main(["export", str(word_model), "--force"]) == 0
+    return word_model

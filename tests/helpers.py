@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from functools import cache
 from pathlib import Path
+
+import pytest
 
 from textgen.datasets import tiny_shakespeare_path
 
 SHAKESPEARE: Path = tiny_shakespeare_path()  # the copy the package ships: the suite needs nothing else
 TINY = ["--layers", "1", "--units", "8", "--embedding-dim", "8", "--seq-len", "32",
         "--batch-size", "16", "--no-samples", "--quiet"]
+SMALL = ["--layers", "2", "--units", "32", "--embedding-dim", "16", "--seq-len", "32", "--batch-size", "16",
+         "--no-samples", "--quiet"]  # exports are compared with Keras: a model big enough to mean something
+CELLS = ["lstm", "gru", "rnn"]
 
 
 @cache
@@ -29,3 +36,26 @@ def run_cli(args: list, capsys) -> tuple[int, str, str]:
 def folder_snapshot(path: Path) -> dict:
     """Every file under `path` with its bytes: equal snapshots mean nothing was written."""
     return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def chromium_path() -> str:
+    """The system's Chromium (Playwright's own browser download is not needed): skip without it,
+    or fail where TEXTGEN_REQUIRE_BROWSER says it must be there (CI)."""
+    path = os.environ.get("TEXTGEN_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("TEXTGEN_REQUIRE_BROWSER"):
+            pytest.fail("TEXTGEN_REQUIRE_BROWSER is set but no Chromium was found")
+        pytest.skip("no Chromium to drive: apt-get install chromium (or set TEXTGEN_CHROMIUM)")
+    return path
+
+
+def train(out: Path, corpus: Path, name: str, *extra: str) -> Path:
+    """A SMALL model trained by the CLI in `out`."""
+    from textgen.cli import main
+
+    assert main(["train", str(corpus), *SMALL, "--output-dir", str(out), "--name", name, *extra]) == 0
+    return out / name

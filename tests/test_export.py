@@ -11,40 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import run_cli, shakespeare
-
-SMALL = ["--layers", "2", "--units", "32", "--embedding-dim", "16", "--seq-len", "32", "--batch-size", "16",
-         "--no-samples", "--quiet"]
-CELLS = ["lstm", "gru", "rnn"]
-
-
-def train(out: Path, corpus: Path, name: str, *extra: str) -> Path:
-    from textgen.cli import main
-
-    assert main(["train", str(corpus), *SMALL, "--output-dir", str(out), "--name", name, *extra]) == 0
-    return out / name
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, corpus_file) -> dict[str, Path]:
-    """One small char model per cell, exported (SavedModel and float TFLite) by the CLI."""
-    from textgen.cli import main
-
-    out = tmp_path_factory.mktemp("export_models")
-    models = {}
-    for cell in CELLS:
-        model = train(out, corpus_file, cell, "--cell", cell, "--max-steps", "30")
-        assert main(["export", str(model)]) == 0
-        models[cell] = model
-    return models
-
-
-@pytest.fixture(scope="module")
-def exported_word(word_model) -> Path:
-    from textgen.cli import main
-
-    assert main(["export", str(word_model), "--force"]) == 0
-    return word_model
+from helpers import CELLS, run_cli, shakespeare, train
 
 
 def runtimes(model: Path) -> list[Path]:
@@ -230,7 +197,7 @@ def test_force_replaces_an_export_in_one_piece(exported, capsys, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--format", "savedmodel", "--quantize", "dynamic"],
-     "--quantize applies to the TFLite file; a SavedModel is always float32"),
+     "--quantize applies to the TFLite files; a SavedModel is always float32"),
     (["--format", "onnx"], "Invalid value for '--format'"),
 ])
 def test_bad_export_options(exported, args, message, capsys, tmp_path):

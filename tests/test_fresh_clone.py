@@ -48,8 +48,11 @@ def test_the_wheel_carries_the_corpus(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("keras_textgen-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read("textgen/datasets/tiny_shakespeare/input.txt") == SHAKESPEARE.read_bytes()
-        page = ROOT / "textgen" / "serving" / "static" / "playground.html"
-        assert archive.read("textgen/serving/static/playground.html") == page.read_bytes()
+        shipped = ["textgen/serving/static/playground.html", "textgen/export/web_files/textgen.js",
+                   "textgen/export/web_files/index.html", "textgen/export/web_runtime/VENDOR.json",
+                   "textgen/export/web_runtime/litert_wasm_internal.wasm"]
+        for name in shipped:  # the playground, and what the web export copies
+            assert archive.read(name) == (ROOT / name).read_bytes(), name
 
 
 @pytest.fixture

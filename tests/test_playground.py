@@ -6,36 +6,11 @@ not needed. Without it these tests are skipped, except where TEXTGEN_REQUIRE_BRO
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
 from serving import KEY, LONG, expected, wait_idle
 
 pytestmark = pytest.mark.filterwarnings("ignore::textgen.text_model.UnknownPrimeWarning")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
-def chromium_path() -> str:
-    path = os.environ.get("TEXTGEN_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("TEXTGEN_REQUIRE_BROWSER"):
-            pytest.fail("TEXTGEN_REQUIRE_BROWSER is set but no Chromium was found")
-        pytest.skip("no Chromium to drive: apt-get install chromium (or set TEXTGEN_CHROMIUM)")
-    return path
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    executable = chromium_path()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -14,9 +14,10 @@ from textgen.store.plotting import CURVES_FILE, plot_history
 
 @click.command()
 @click.argument("model")
-@click.option("--format", "fmt", type=click.Choice(["all", "savedmodel", "tflite"]), default="all",
+@click.option("--format", "fmt", type=click.Choice(["all", "savedmodel", "tflite", "web"]), default="all",
               show_default=True,
-              help="What to write: a SavedModel for servers, a .tflite for phones, or both.")
+              help="What to write: a SavedModel for servers, a .tflite for phones, a web folder in which the "
+                   "model runs in the browser, or all three.")
 @click.option("--quantize", type=click.Choice(["none", "dynamic", "float16"]), default="none",
               show_default=True, help="Smaller TFLite weights: dynamic (int8) or float16.")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
@@ -25,8 +26,8 @@ from textgen.store.plotting import CURVES_FILE, plot_history
 @CHECKPOINT
 @LOOKUP
 def export(model, fmt, quantize, output, force, checkpoint, output_dir) -> None:
-    """Export a model for TensorFlow Serving (SavedModel) and for phones (TFLite), each checked
-    against the Keras model before it is written.
+    """Export a model for TensorFlow Serving (SavedModel), for phones (TFLite) and for the browser
+    (a web folder), each checked against the Keras model before it is written.
 
     \b
     Example:
@@ -41,7 +42,7 @@ def export(model, fmt, quantize, output, force, checkpoint, output_dir) -> None:
         sizes[top] = sizes.get(top, 0) + size
     for name, size in sizes.items():
         click.echo(f"  {name:<16} {size / 1e6:9.3f} MB")
-    for name in ("saved_model", "tflite"):
+    for name in ("saved_model", "tflite", "web"):
         if name in result.parity:
             check = result.parity[name]
             greedy = "identical" if check["greedy_text_identical"] else "differs"

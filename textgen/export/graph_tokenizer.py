@@ -1,54 +1,19 @@
 """The tokenizer as TensorFlow ops, so an exported SavedModel takes and returns plain strings.
 
 Character models split prompts into Unicode code points. Word models split with the same
-pattern as `WordTokenizer`, rewritten for RE2 (TensorFlow's regex engine): RE2's `\\w` and `\\s`
-are ASCII-only, so Python's Unicode classes are spelled out as explicit code point ranges,
-computed from Python's own `re` when the model is exported. Both engines choose the leftmost
-alternative first, so the pieces are the same (a property test checks it).
+pattern as `WordTokenizer`, rewritten for RE2, TensorFlow's regex engine (text.word_pattern); the
+pieces are the same (a property test checks it).
 """
 
 from __future__ import annotations
 
-import functools
-import re
-
 import tensorflow as tf
 
-from textgen.text.tokenizers import CJK_RANGES, UNK_ID, Tokenizer
+from textgen.text.tokenizers import UNK_ID, Tokenizer
+from textgen.text.word_pattern import explicit_word_pattern
 
 _SEPARATOR = "\x00"  # marks piece starts inside the graph; occurrences in prompts are replaced
 _SUBSTITUTES = ("\uffff", "\ufffe", "\U0010ffff")  # non-word, non-space characters for those
-
-
-def _ranges(test: re.Pattern[str], exclude: tuple[tuple[int, int], ...] = ()) -> list[tuple[int, int]]:
-    """Code point ranges whose characters match `test` (surrogates and `exclude` left out)."""
-    found: list[tuple[int, int]] = []
-    start = None
-    for code in range(0x110001):
-        inside = (code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF
-                  and not any(lo <= code <= hi for lo, hi in exclude) and test.match(chr(code)))
-        if inside and start is None:
-            start = code
-        elif not inside and start is not None:
-            found.append((start, code - 1))
-            start = None
-    return found
-
-
-def _re2_class(ranges: list[tuple[int, int]] | tuple[tuple[int, int], ...], negate: bool = False) -> str:
-    body = "".join(f"\\x{{{lo:x}}}" if lo == hi else f"\\x{{{lo:x}}}-\\x{{{hi:x}}}" for lo, hi in ranges)
-    return f"[{'^' if negate else ''}{body}]"
-
-
-@functools.cache
-def re2_word_pattern() -> str:
-    """`tokenizers.WORD_PATTERN` with every class as explicit ranges, for RE2."""
-    word = _re2_class(_ranges(re.compile(r"\w"), exclude=CJK_RANGES))
-    cjk = _re2_class(CJK_RANGES)
-    spaces = _ranges(re.compile(r"\s"))
-    not_space = _re2_class(spaces, negate=True)
-    spaces_but_newline = _re2_class(_ranges(re.compile(r"[^\S\n]")))
-    return rf"\n| ?{cjk}| ?{word}+(?:['’]{word}+)*| ?{not_space}|{spaces_but_newline}+"
 
 
 class GraphTokenizer(tf.Module):
@@ -63,7 +28,7 @@ class GraphTokenizer(tf.Module):
             default_value=UNK_ID)
         self.texts = tf.constant([tokenizer.unk_text, *tokenizer.tokens], tf.string)
         if self.level == "word":
-            self.pattern = re2_word_pattern()
+            self.pattern = explicit_word_pattern("re2")
             used = "".join(tokenizer.tokens)
             self.substitute = next((ch for ch in _SUBSTITUTES if ch not in used), None)
             if _SEPARATOR in used or self.substitute is None:

@@ -13,7 +13,7 @@ from textgen.errors import TextgenError
 from textgen.export.runtime import LiteRTStep, SavedModelStep, ServingGenerator, StepGenerator, step_logits
 from textgen.generate.generator import Generator
 from textgen.model.network import build_model
-from textgen.store.artifacts import SAVED_MODEL_DIR, TFLITE_FILE
+from textgen.store.artifacts import SAVED_MODEL_DIR
 from textgen.store.config import ModelConfig
 
 PARITY_STEPS = 300
@@ -48,13 +48,14 @@ def check_parity(keras_model: keras.Model, config: ModelConfig, generator: Gener
     if "saved_model" in metadata:
         loaded = tf.saved_model.load(str(staging / SAVED_MODEL_DIR))
         runners["saved_model"] = (SavedModelStep(loaded), ServingGenerator(loaded), "none")
-    if "tflite" in metadata:
-        runner = LiteRTStep(staging / TFLITE_FILE)
-        non_builtin = sorted(op for op in runner.op_names() if op.startswith("Flex") or op == "CUSTOM")
-        if non_builtin:
-            raise TextgenError(f"the TFLite file needs ops stock LiteRT lacks: {', '.join(non_builtin)}")
-        runners["tflite"] = (runner, StepGenerator(runner, metadata, tokenizer),
-                             metadata["tflite"]["quantization"])
+    for name in ("tflite", "web"):
+        if name in metadata:
+            runner = LiteRTStep(staging / metadata[name]["file"])
+            non_builtin = sorted(op for op in runner.op_names() if op.startswith("Flex") or op == "CUSTOM")
+            if non_builtin:
+                raise TextgenError(f"the TFLite file needs ops stock LiteRT lacks: {', '.join(non_builtin)}")
+            sampler = StepGenerator(runner, metadata, tokenizer)
+            runners[name] = (runner, sampler, metadata[name]["quantization"])
 
     report: dict[str, Any] = {"steps": len(ids), "tolerance": FLOAT_TOLERANCE}
     for name, (runner, sampler, quantization) in runners.items():

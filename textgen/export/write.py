@@ -1,9 +1,11 @@
-"""Write a trained model as a SavedModel and a TFLite file, and prove both equal to the Keras model.
+"""Write a trained model as a SavedModel, a TFLite file and a web folder, and prove each equal to
+the Keras model (textgen.export.parity) before anything is published.
 
     NAME/export/
         saved_model/    serving_default: prompts in, generated text out, the loop in the graph;
                         step: token ids + states -> logits + states
         model.tflite    the step signature alone, built-in ops only (stock LiteRT, no Flex)
+        web/            the step for a batch of one, run in the browser by LiteRT.js (export.web)
         metadata.json   vocabulary, state names and sizes, settings and measured parity
 
 Both graphs call the generator's own cells and sampling ops, so they compute what
@@ -29,6 +31,7 @@ from textgen.errors import TextgenError
 from textgen.export.graph_tokenizer import GraphTokenizer
 from textgen.export.parity import check_parity
 from textgen.export.runtime import EXPORT_FORMAT, EXPORT_VERSION, STEP_SIGNATURE, next_state_name
+from textgen.export.web import WEB_DIR, write_web
 from textgen.generate.generator import Generator, RowSettings
 from textgen.store import artifacts
 from textgen.store.artifacts import EXPORT_METADATA_FILE, SAVED_MODEL_DIR, TFLITE_FILE
@@ -45,7 +48,7 @@ class Trained(Protocol):
     config: RunConfig
 
 
-FORMATS = ("all", "savedmodel", "tflite")
+FORMATS = ("all", "savedmodel", "tflite", "web")
 QUANTIZATIONS = ("none", "dynamic", "float16")
 
 
@@ -64,7 +67,7 @@ def export(model: Trained, output: Path | None = None, fmt: str = "all", quantiz
     if quantize not in QUANTIZATIONS:
         raise TextgenError(f"unknown quantization {quantize!r}; choose {', '.join(QUANTIZATIONS)}")
     if quantize != "none" and fmt == "savedmodel":
-        raise TextgenError("--quantize applies to the TFLite file; a SavedModel is always float32")
+        raise TextgenError("--quantize applies to the TFLite files; a SavedModel is always float32")
     output = Path(output) if output is not None else model.path / artifacts.EXPORT_DIR
     if output.exists() and not force:
         raise TextgenError(f"{output} already exists; pass --force to replace it")
@@ -82,7 +85,15 @@ def export(model: Trained, output: Path | None = None, fmt: str = "all", quantiz
             (staging / TFLITE_FILE).write_bytes(convert_tflite(generator, quantize, staging))
             metadata["tflite"] = {"file": TFLITE_FILE, "signature": STEP_SIGNATURE,
                                   "quantization": quantize}
+        if fmt in ("all", "web"):
+            (staging / WEB_DIR).mkdir()
+            web_step = convert_tflite(generator, quantize, staging, batch=1)
+            (staging / WEB_DIR / TFLITE_FILE).write_bytes(web_step)
+            metadata["web"] = {"dir": WEB_DIR, "file": f"{WEB_DIR}/{TFLITE_FILE}", "batch": 1,
+                               "quantization": quantize}
         metadata["parity"] = check_parity(model.keras_model, model.config.model, generator, staging, metadata)
+        if "web" in metadata:
+            write_web(staging / WEB_DIR, metadata, quantize)
         artifacts.write_json_atomic(staging / EXPORT_METADATA_FILE, metadata)
         files = {str(p.relative_to(staging)): p.stat().st_size for p in sorted(staging.rglob("*"))
                  if p.is_file()}
@@ -113,21 +124,23 @@ def export_metadata(model: Trained, generator: Generator) -> dict[str, Any]:
 
 
 # -- graphs --------------------------------------------------------------------------------------
-def _step_endpoint(generator: Generator):
+def _step_endpoint(generator: Generator, batch: int | None = None):
+    """The step signature: token ids [batch] and states -> logits and next states (`batch` None:
+    any batch)."""
     def step(token_ids, states):
         logits, new_states = generator.step(token_ids, [states[name] for name in generator.state_names])
         return {"logits": logits, **{next_state_name(name): state
                                      for name, state in zip(generator.state_names, new_states, strict=True)}}
 
-    signature = [tf.TensorSpec([None], tf.int32, name="token_ids"),
-                 {name: tf.TensorSpec([None, units], tf.float32, name=name)
+    signature = [tf.TensorSpec([batch], tf.int32, name="token_ids"),
+                 {name: tf.TensorSpec([batch, units], tf.float32, name=name)
                   for name, units in zip(generator.state_names, generator.state_units, strict=True)}]
     return step, signature
 
 
-def _archive(generator: Generator) -> keras.export.ExportArchive:
+def _archive(generator: Generator, batch: int | None = None) -> keras.export.ExportArchive:
     archive = keras.export.ExportArchive()  # it tracks the variables the endpoints use
-    step, signature = _step_endpoint(generator)
+    step, signature = _step_endpoint(generator, batch)
     archive.add_endpoint(STEP_SIGNATURE, step, input_signature=signature)
     return archive
 
@@ -161,11 +174,12 @@ def write_saved_model(generator: Generator, path: Path) -> None:
     archive.write_out(str(path), verbose=False)
 
 
-def convert_tflite(generator: Generator, quantize: str, scratch: Path) -> bytes:
-    """The step signature as a `.tflite` with built-in ops only, optionally with smaller weights."""
+def convert_tflite(generator: Generator, quantize: str, scratch: Path, batch: int | None = None) -> bytes:
+    """The step signature as a `.tflite` with built-in ops only, optionally with smaller weights;
+    `batch` pins its inputs' batch (LiteRT.js takes static shapes only)."""
     step_dir = Path(tempfile.mkdtemp(prefix=".step-", dir=scratch))
     try:
-        _archive(generator).write_out(str(step_dir), verbose=False)
+        _archive(generator, batch).write_out(str(step_dir), verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(step_dir), signature_keys=[STEP_SIGNATURE])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantize != "none":

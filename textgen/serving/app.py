@@ -4,6 +4,7 @@ Server-Sent Events for streaming, a bearer key, an access log and the playground
     GET  /                 the playground (one static page, no CDN)
     GET  /health           ready once the models are loaded; 503 while draining
     GET  /v1/models        the models served (OpenAI's list shape)
+    GET  /web/NAME/        a model's web export, when it has one: the model runs in the browser
     POST /v1/completions   OpenAI's completions: prompt(s), max_tokens, temperature, top_p, n, stop,
                            seed, stream, echo; textgen's top_k and repetition_penalty
 """
@@ -27,7 +28,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from textgen.serving.engine import Engine, Job, Pieces, QueueFull, Sampling
 from textgen.serving.models import ServedModel
@@ -60,7 +62,10 @@ def create_app(state: ServerState, *, cors_origins: Sequence[str] = (),
     """The ASGI app over models already loaded (textgen.serving.models.load_models)."""
     routes = [Route("/", playground, methods=["GET"]), Route("/health", health, methods=["GET"]),
               Route("/v1/models", list_models, methods=["GET"]),
-              Route("/v1/completions", completions, methods=["POST"])]
+              Route("/v1/completions", completions, methods=["POST"]),
+              # web exports: the model runs in the visitor's browser (static files, no key)
+              *(Mount(f"/web/{name}", StaticFiles(directory=served.web, html=True))
+                for name, served in state.models.items() if served.web is not None)]
     middleware = [Middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
                              allow_headers=["Authorization", "Content-Type"])] if cors_origins else []
     if log is not None:
@@ -137,8 +142,9 @@ async def health(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     _authorize(request)
     data = [{"id": name, "object": "model", "created": served.created, "owned_by": "textgen",
-             "kind": served.kind, "level": served.model.config.level} for name, served in
-            _state(request).models.items()]
+             "kind": served.kind, "level": served.model.config.level,
+             "web": f"/web/{name}/" if served.web is not None else None}
+            for name, served in _state(request).models.items()]
     return JSONResponse({"object": "list", "data": data})
 
 

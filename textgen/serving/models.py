@@ -9,10 +9,12 @@ from pathlib import Path
 
 from textgen.errors import TextgenError
 from textgen.export.runtime import StepGenerator
+from textgen.export.web import WEB_DIR
 from textgen.exported_model import ExportedTextModel
 from textgen.loading import load
 from textgen.serving.backends import GeneratorBackend, StepBackend
 from textgen.serving.engine import Engine, batch_sizes
+from textgen.store.artifacts import EXPORT_DIR, EXPORT_METADATA_FILE
 from textgen.text_model import TextModel
 
 
@@ -23,6 +25,14 @@ class ServedModel:
     engine: Engine
     kind: str  # "keras", "tflite" or "savedmodel"
     created: int  # when it was loaded (OpenAI's `created`)
+    web: Path | None = None  # its web export (`textgen export --format web`), served at /web/NAME/
+
+
+def web_folder(model: TextModel) -> Path | None:
+    """The web export beside a model folder's other exports, or beside an export file."""
+    exports = model.path.parent if isinstance(model, ExportedTextModel) else model.path / EXPORT_DIR
+    folder = exports / WEB_DIR
+    return folder if (folder / EXPORT_METADATA_FILE).is_file() else None
 
 
 def model_name(model: TextModel) -> str:
@@ -55,7 +65,7 @@ def load_models(specs: list[str], *, output_dir: str | os.PathLike = "saved_mode
             backend, kind = GeneratorBackend(model.generator), "keras"
         backend.warm_up(batch_sizes(max_batch))
         engine = Engine(backend, max_batch=max_batch, max_queue=max_queue, name=name)
-        served[name] = ServedModel(name, model, engine, kind, int(time.time()))
+        served[name] = ServedModel(name, model, engine, kind, int(time.time()), web_folder(model))
     return served
 
 
