@@ -93,7 +93,7 @@ def test_extended_vocabulary_keeps_the_weights_of_known_tokens(tied, word_model,
     base_dir = word_model if tied else untied_word_model
     base = textgen.load(base_dir)
     assert base.config.model.tie_weights is tied
-    start = plan(InitOptions(model=str(base_dir), extend_vocab=True), open_corpus([str(train)]).chunks,
+    start = plan(InitOptions(model=str(base_dir), extend_vocab=True), open_corpus([str(train)]),
                  20_000, TrainConfig())
     old = base.tokenizer.vocab_size
     assert start.tokenizer.tokens[:old - 1] == base.tokenizer.tokens
@@ -124,7 +124,7 @@ def test_extend_vocab_stays_within_max_vocab(word_model, new_text):
     size = config_of(word_model)["model"]["vocab_size"]
     options = InitOptions(model=str(word_model), extend_vocab=True, given={"max_vocab": size + 10})
     with pytest.warns(UnknownTokensWarning, match=f"the vocabulary is full at --max-vocab {size + 10:,}"):
-        start = plan(options, open_corpus([str(new_text[0])]).chunks, size + 10, TrainConfig())
+        start = plan(options, open_corpus([str(new_text[0])]), size + 10, TrainConfig())
     assert start.tokenizer.vocab_size == size + 10 and start.record["added_tokens"] == 10
     assert start.tokenizer.tokens[-10:][:3] == ["KING", " Warwick", " EDWARD"]  # the most frequent first
 

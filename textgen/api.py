@@ -12,6 +12,7 @@ from textgen.errors import TextgenError
 from textgen.loading import load, open_model_folder
 from textgen.store.config import TrainConfig
 from textgen.store.ids_cache import CACHE_DIR
+from textgen.text.records import RecordFormat
 from textgen.text.tokenizers import DEFAULT_MAX_VOCAB
 from textgen.text_model import TextModel
 from textgen.training.options import DataOptions, InitOptions, ModelOptions, RunOptions
@@ -31,7 +32,9 @@ def train(sources: Sources, *, level: str | None = None, preset: str = "auto", c
           cache_ids: bool = False, name: str | None = None, output_dir: str = "saved_models",
           force: bool = False, resume: bool = False, verbose: int = 1, epoch_samples: bool = True,
           log: Callable[[str], None] = print, init_from: str | os.PathLike | None = None,
-          init_checkpoint: str = "best", extend_vocab: bool = False,
+          init_checkpoint: str = "best", extend_vocab: bool = False, documents: str = "none",
+          text_column: str | None = None, label_column: str | None = None, text_key: str | None = None,
+          label_key: str | None = None, skip_bad_records: bool = False,
           **train_settings: Any) -> TextModel | None:
     """Train a model and return it; `train_settings` are TrainConfig fields (epochs, lr,
     steps_per_epoch, strategy, ...). The network, optimizer and learning rate come from `preset`
@@ -47,7 +50,12 @@ def train(sources: Sources, *, level: str | None = None, preset: str = "auto", c
     `output_dir/.ids-cache`; `log` receives the progress lines (when `verbose`).
     `init_from` fine-tunes a trained model (a folder or a name in `output_dir`): the network is
     then the base model's, and giving a setting that differs is an error; `extend_vocab` adds the
-    new corpus's missing tokens to its vocabulary.
+    new corpus's missing tokens to its vocabulary (and, for a model of one text moving onto
+    records, the record tokens).
+    Records (textgen.text.records): `.csv`, `.tsv` and `.jsonl` files always, text files with
+    `documents` "lines", "blank-lines" or "separator:TEXT"; `text_column` / `text_key` name the
+    text's field, `label_column` / `label_key` the label's; `skip_bad_records` skips (and counts)
+    rows that cannot be read instead of stopping at the first.
 
     >>> model = textgen.train(corpus, level="word", cell="lstm", layers=1, units=16, seq_len=16,
     ...                       epochs=1, output_dir=models, name="words", verbose=0)
@@ -64,6 +72,7 @@ def train(sources: Sources, *, level: str | None = None, preset: str = "auto", c
                                "tie_weights": tie_weights}.items() if v is not None}
     path = run_training(
         _data_options(sources, encoding, val_file, tfds_data_dir, tfds_manual_dir, cache_ids, output_dir,
+                      _records(documents, text_column, label_column, text_key, label_key, skip_bad_records),
                       **vocabulary),
         ModelOptions(dropout=dropout, embedding_dropout=embedding_dropout, preset=preset, **shape),
         TrainConfig(**train_settings),
@@ -82,13 +91,15 @@ def tune(sources: Sources, *, trials: int = 10, tuner: str = "random", cells: Se
          val_file: str | None = None, tfds_data_dir: str | None = None, tfds_manual_dir: str | None = None,
          cache_ids: bool = False, name: str | None = None, output_dir: str = "saved_models",
          force: bool = False, resume: bool = False, verbose: int = 1, log: Callable[[str], None] = print,
+         documents: str = "none", text_column: str | None = None, label_column: str | None = None,
+         text_key: str | None = None, label_key: str | None = None, skip_bad_records: bool = False,
          **train_settings: Any) -> TextModel | None:
     """Search cells, layers, units, dropout and learning rate with KerasTuner (`tuner` "random"
     or "hyperband") and return the best trial's model; its folder also holds the table of
     trials (`trials.csv`, `trials.json`). `layers`, `units`, `dropout` and `lr` are (min, max)
     or one value, `cells` a list (default: the level's ranges and every cell); `max_steps` is a
     trial's budget, `time_limit` the whole search's training time; `train_settings` are
-    TrainConfig fields (seq_len, batch_size, epochs, seed, ...).
+    TrainConfig fields (seq_len, batch_size, epochs, seed, ...); records as `train` reads them.
 
     >>> model = textgen.tune(corpus, trials=2, cells=["gru", "lstm"], layers=1, units=8, max_steps=3,
     ...                      seq_len=32, output_dir=models, name="tuned", verbose=0)
@@ -99,6 +110,7 @@ def tune(sources: Sources, *, trials: int = 10, tuner: str = "random", cells: Se
     """
     path = run_search(
         _data_options(sources, encoding, val_file, tfds_data_dir, tfds_manual_dir, cache_ids, output_dir,
+                      _records(documents, text_column, label_column, text_key, label_key, skip_bad_records),
                       level=level, max_vocab=max_vocab or DEFAULT_MAX_VOCAB),
         SearchSpace.for_level(level, cells=cells, layers=layers, units=units, dropout=dropout, lr=lr,
                               embedding_dim=embedding_dim),
@@ -110,13 +122,20 @@ def tune(sources: Sources, *, trials: int = 10, tuner: str = "random", cells: Se
 
 
 def _data_options(sources: Sources, encoding: str, val_file: str | None, tfds_data_dir: str | None,
-                  tfds_manual_dir: str | None, cache_ids: bool, output_dir: str,
+                  tfds_manual_dir: str | None, cache_ids: bool, output_dir: str, records: RecordFormat,
                   **vocabulary: Any) -> DataOptions:
     """The text options `train` and `tune` share."""
     sources = [sources] if isinstance(sources, (str, os.PathLike)) else sources
     return DataOptions(sources=[str(s) for s in sources], encoding=encoding, val_file=val_file,
                        tfds_data_dir=tfds_data_dir, tfds_manual_dir=tfds_manual_dir,
-                       cache_dir=str(Path(output_dir) / CACHE_DIR) if cache_ids else None, **vocabulary)
+                       cache_dir=str(Path(output_dir) / CACHE_DIR) if cache_ids else None, records=records,
+                       **vocabulary)
+
+
+def _records(documents: str, text_column: str | None, label_column: str | None, text_key: str | None,
+             label_key: str | None, skip_bad: bool) -> RecordFormat:
+    return RecordFormat(documents=documents, text_column=text_column, label_column=label_column,
+                        text_key=text_key, label_key=label_key, skip_bad=skip_bad)
 
 
 def serve(models: Sources, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,

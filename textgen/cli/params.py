@@ -116,6 +116,19 @@ text_options = options(
     click.option("--val-file", type=click.Path(dir_okay=False), default=None,
                  help="Validate on this file instead of a held-out tail."),
     click.option("--encoding", default="utf-8", show_default=True, help="Encoding of the text files."),
+    click.option("--documents", default="none", show_default=True,
+                 metavar="none|lines|blank-lines|separator:TEXT",
+                 help="Read text files as records, each a document the model learns to start and end: "
+                      "every line, every paragraph, or what lies between lines equal to TEXT (fortune "
+                      "files: separator:%). CSV, TSV and JSON Lines files are always records."),
+    click.option("--text-column", default=None, help="The CSV/TSV column holding the text [default: the only "
+                                                       "column besides the label]."),
+    click.option("--label-column", default=None,
+                 help="A CSV/TSV column whose values label the records; `sample --label` asks for one."),
+    click.option("--text-key", default=None, help="The JSON Lines key holding the text."),
+    click.option("--label-key", default=None, help="The JSON Lines key holding the label."),
+    click.option("--skip-bad-records", is_flag=True,
+                 help="Skip rows that cannot be read (and count them) instead of stopping at the first."),
     click.option("--precision", type=click.Choice(PRECISIONS), default=TrainConfig.precision,
                  show_default=True,
                  help="auto: mixed_float16 on CUDA GPUs with tensor cores, float32_bf16_matmul on CPUs that "
@@ -135,7 +148,8 @@ text_options = options(
 def text_settings(values: dict[str, Any]) -> dict[str, Any]:
     """`text_options`' values as the API's keyword arguments (`quiet` becomes `verbose`)."""
     names = ("level", "max_vocab", "seq_len", "batch_size", "epochs", "seed", "val_fraction", "val_file",
-             "encoding", "precision", "output_dir", "tfds_data_dir", "tfds_manual_dir", "cache_ids")
+             "encoding", "precision", "output_dir", "tfds_data_dir", "tfds_manual_dir", "cache_ids",
+             "documents", "text_column", "label_column", "text_key", "label_key", "skip_bad_records")
     settings = {name: values.pop(name) for name in names}
     settings["verbose"] = 0 if values.pop("quiet") else 1
     return settings

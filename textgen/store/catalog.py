@@ -108,6 +108,7 @@ def info_lines(summary: ModelSummary) -> list[str]:
         f"parameters   {r['parameters']:,}" if r.get("parameters") else "parameters   -",
         f"vocabulary   {m.vocab_size:,} {c.level} tokens (id 0 is the unknown token)",
         f"corpus       {_describe_corpus(c.corpus)}",
+        *_describe_records(c.corpus),
         *([f"fine-tuned   {_describe_base(c.init_from)}"] if c.init_from else []),
         f"training     seq-len {t.seq_len}, batch {t.batch_size}, lr {t.lr:g} ({t.lr_schedule}), "
         + (f"sgd, global clipnorm {t.clipnorm or 'off'}" if t.optimizer == "sgd"
@@ -154,11 +155,31 @@ def _describe_base(init_from: dict[str, Any]) -> str:
             + f"; {vocabulary}")
 
 
+def _describe_records(corpus: dict[str, Any]) -> list[str]:
+    """How records were read, and the labels with their records (a model of one text: nothing)."""
+    if corpus.get("kind") != "records":
+        return []
+    read = ", ".join(f"{key.replace('_', '-')} {value}" for key, value in corpus.get("documents", {}).items())
+    skipped = corpus.get("skipped_records", 0)
+    lines = [f"records      <bos> record <eos>; {read or 'a record per row'}"
+             + (f"; {skipped:,} unreadable rows skipped" if skipped else "")]
+    labels = corpus.get("labels", {})
+    if labels:
+        lines.append(f"labels       {len(labels):,}: " + ", ".join(f"{name} ({count:,})" for name, count in
+                                                              list(labels.items())[:20])
+                     + (", ..." if len(labels) > 20 else ""))
+    return lines
+
+
 def _describe_corpus(corpus: dict[str, Any]) -> str:
     if corpus.get("kind") == "files":
         paths = corpus.get("paths", [])
         where = paths[0] if len(paths) == 1 else f"{len(paths)} files"
         text = f"{where} ({human_size(corpus.get('bytes', 0))})"
+    elif corpus.get("kind") == "records":
+        paths = corpus.get("paths", [])
+        where = paths[0] if len(paths) == 1 else f"{len(paths)} files"
+        text = f"{corpus.get('records', 0):,} records from {where} ({human_size(corpus.get('bytes', 0))})"
     elif corpus.get("kind") == "tfds":
         text = f"tfds:{corpus.get('name')} ({corpus.get('split')} split)"
     else:

@@ -16,6 +16,8 @@ from typing import Any
 
 from textgen.datasets import bundled_dir
 from textgen.errors import TextgenError, TextgenNote
+from textgen.text.base import Corpus
+from textgen.text.records import RecordCorpus, RecordFormat, reads_records
 
 CHUNK_CHARS = 1 << 20
 TFDS_PREFIX = "tfds:"
@@ -23,16 +25,6 @@ TFDS_PREFIX = "tfds:"
 
 class OfflineCopyNote(TextgenNote):
     """A `tfds:` dataset's host is unreachable and textgen's bundled copy is used instead."""
-
-
-class Corpus:
-    """A stream of text that can be read more than once."""
-
-    def chunks(self) -> Iterator[str]:
-        raise NotImplementedError
-
-    def describe(self) -> dict[str, Any]:
-        raise NotImplementedError
 
 
 @dataclass
@@ -216,8 +208,9 @@ def _first_line(exc: BaseException) -> str:
 
 def open_corpus(sources: Sequence[str], *, encoding: str = "utf-8", tfds_split: str = "train",
                 tfds_data_dir: str | None = None, tfds_manual_dir: str | None = None,
-                progress: bool = True) -> Corpus:
-    """Turn command-line sources (paths or one `tfds:NAME`) into a corpus."""
+                progress: bool = True, records: RecordFormat | None = None) -> Corpus:
+    """Turn command-line sources (paths or one `tfds:NAME`) into a corpus: one text, or records
+    (CSV, TSV and JSON Lines files always; text files with `records.documents`)."""
     if not sources:
         raise TextgenError("give at least one text file, folder or tfds:NAME to train on")
     tfds_sources = [s for s in sources if s.startswith(TFDS_PREFIX)]
@@ -227,6 +220,8 @@ def open_corpus(sources: Sequence[str], *, encoding: str = "utf-8", tfds_split: 
         name = tfds_sources[0][len(TFDS_PREFIX):]
         if not name:
             raise TextgenError("tfds: needs a dataset name, e.g. tfds:tiny_shakespeare")
+        if records is not None and records != RecordFormat():
+            raise TextgenError("records (--documents, --text-column, ...) are read from files, not tfds:")
         return TfdsCorpus(name, tfds_split, tfds_data_dir, tfds_manual_dir, progress)
     try:
         codecs.lookup(encoding)
@@ -235,6 +230,8 @@ def open_corpus(sources: Sequence[str], *, encoding: str = "utf-8", tfds_split: 
     paths: list[Path] = []
     for source in sources:
         paths.extend(_expand(source))
+    if reads_records(paths, records):
+        return RecordCorpus(paths, encoding, records or RecordFormat())
     return FileCorpus(paths, encoding)
 
 

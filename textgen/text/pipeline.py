@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from textgen.errors import TextgenError
 from textgen.text.corpus import Corpus
+from textgen.text.records import RecordCorpus
 from textgen.text.tokenizers import Tokenizer
 
 Stream = Iterator[tuple[np.ndarray, np.ndarray]]  # (ids, character length of each token)
@@ -28,16 +29,21 @@ PASSES_END = 2**62  # passes are numbered without end: training decides when to 
 
 
 def token_stream(tokenizer: Tokenizer, corpus: Corpus, start: int = 0, stop: int | None = None) -> Stream:
-    """The corpus as (ids, lengths) chunks, restricted to token positions [start, stop)."""
-    chunks: Iterator[str] = corpus.chunks()
+    """The corpus as (ids, lengths) chunks, restricted to token positions [start, stop); a corpus of
+    records as <bos> [<label>] text <eos> per record."""
     position = 0
-    if tokenizer.level == "char":  # a token per character: whole chunks before `start` need no encoding
-        for chunk in chunks:
-            if position + len(chunk) > start:
-                chunks = itertools.chain([chunk], chunks)
-                break
-            position += len(chunk)
-    for ids, lengths in tokenizer.encode_stream(chunks):
+    if isinstance(corpus, RecordCorpus):
+        blocks = corpus.token_blocks(tokenizer)
+    else:
+        chunks: Iterator[str] = corpus.chunks()
+        if tokenizer.level == "char":  # a token per character: whole chunks before `start` need no encoding
+            for chunk in chunks:
+                if position + len(chunk) > start:
+                    chunks = itertools.chain([chunk], chunks)
+                    break
+                position += len(chunk)
+        blocks = tokenizer.encode_stream(chunks)
+    for ids, lengths in blocks:
         end = position + len(ids)
         lo, hi = max(start - position, 0), len(ids) if stop is None else min(stop - position, len(ids))
         if lo < hi:
@@ -242,13 +248,22 @@ def measured_source(tokenizer: Tokenizer, corpus: Corpus, description: str) -> T
     return TokenSource(lambda: token_stream(tokenizer, corpus), tokens, chars, description)
 
 
-def split_tail(streams: Streams, level: str, total_tokens: int, val_fraction: float,
-               max_val_tokens: int) -> tuple[TokenSource, TokenSource]:
-    """Hold out a contiguous tail of the corpus for validation (capped for huge corpora)."""
-    val_tokens = min(int(total_tokens * val_fraction), max_val_tokens)
+def split_tail(streams: Streams, level: str, total_tokens: int, val_fraction: float, max_val_tokens: int,
+               record_starts: np.ndarray | None = None) -> tuple[TokenSource, TokenSource]:
+    """Hold out a contiguous tail of the corpus for validation (capped for huge corpora): for records,
+    the last `val_fraction` of the records, whole (at least one)."""
+    if record_starts is None:
+        val_tokens = min(int(total_tokens * val_fraction), max_val_tokens)
+    else:
+        records = len(record_starts) - 1
+        first = records - max(1, int(records * val_fraction))
+        within_cap = int(np.searchsorted(record_starts, total_tokens - max_val_tokens))
+        val_tokens = int(total_tokens - record_starts[min(max(first, within_cap), records - 1)])
     cut = total_tokens - val_tokens
     train = TokenSource(lambda: streams(0, cut), cut, None, f"first {cut:,} tokens")
-    val_chars = count_tokens(streams(cut, None))[1] if level != "char" else val_tokens
+    # a character is a token, except in records, whose control tokens stand for none
+    plain_chars = level == "char" and record_starts is None
+    val_chars = val_tokens if plain_chars else count_tokens(streams(cut, None))[1]
     val = TokenSource(lambda: streams(cut, None), val_tokens, val_chars, f"last {val_tokens:,} tokens")
     return train, val
 

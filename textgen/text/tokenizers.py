@@ -5,6 +5,11 @@ that by keeping a single leading space inside the token that follows it (" the",
 every other run of spaces, tabs and each line break as tokens of their own, the way GPT-2's
 pre-tokenizer does; generated text therefore comes back with natural spacing.
 Id 0 is the out-of-vocabulary token in both; generation never emits it.
+
+A model trained on records (textgen.text.records) also has control tokens: <bos> and <eos> around
+each record, and one <label:NAME> per label. Their strings can never be a piece of text (a
+character is one code point, a word piece never starts with "<" and goes on), so `encode` never
+produces them, and `decode` shows them as nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +28,7 @@ from textgen.errors import TextgenError
 
 TOKENIZER_FORMAT = 1
 UNK_ID = 0
+BOS, EOS, LABEL_PREFIX = "<bos>", "<eos>", "<label:"
 DEFAULT_MAX_VOCAB = 20_000
 BMP = 0x10000  # code points below this are counted in a dense array when fitting characters
 
@@ -43,6 +50,31 @@ WORD_PATTERN = re.compile(
 )
 
 
+def label_token(label: str) -> str:
+    return f"{LABEL_PREFIX}{label}>"
+
+
+def is_control(token: str) -> bool:
+    """<bos>, <eos> or a <label:NAME>: a token no text is cut into."""
+    return token in (BOS, EOS) or (token.startswith(LABEL_PREFIX) and token.endswith(">")
+                                   and len(token) > len(LABEL_PREFIX) + 1)
+
+
+@dataclass(frozen=True)
+class Specials:
+    """The ids of a record model's control tokens."""
+
+    bos: int
+    eos: int
+    labels: dict[str, int]  # label -> its token's id, in vocabulary order
+
+    def label_id(self, label: str) -> int:
+        if label not in self.labels:
+            known = ", ".join(repr(name) for name in self.labels) or "none: it was trained without labels"
+            raise TextgenError(f"unknown label {label!r}; the model knows {known}")
+        return self.labels[label]
+
+
 class Tokenizer:
     """Maps text to int32 ids and back; subclasses define how text is cut into pieces."""
 
@@ -51,10 +83,13 @@ class Tokenizer:
 
     def __init__(self, tokens: Iterable[str]):
         self.tokens: list[str] = list(tokens)  # id i + 1 -> tokens[i]; id 0 is UNK
-        self._ids = {tok: i + 1 for i, tok in enumerate(self.tokens)}
-        if len(self._ids) != len(self.tokens):
+        if len(set(self.tokens)) != len(self.tokens):
             raise TextgenError("tokenizer vocabulary has duplicate tokens")
-        self._texts = [self.unk_text, *self.tokens]
+        self._ids = {tok: i + 1 for i, tok in enumerate(self.tokens) if not is_control(tok)}  # text only
+        self._texts = [self.unk_text, *("" if is_control(tok) else tok for tok in self.tokens)]
+        control = {tok: i + 1 for i, tok in enumerate(self.tokens) if is_control(tok)}
+        labels = {tok[len(LABEL_PREFIX):-1]: i for tok, i in control.items() if tok.startswith(LABEL_PREFIX)}
+        self.specials = Specials(control[BOS], control[EOS], labels) if BOS in control else None
 
     # -- cutting text ---------------------------------------------------------------------
     def split(self, text: str) -> list[str]:
@@ -89,6 +124,11 @@ class Tokenizer:
         get = self._ids.get
         return np.fromiter((get(p, UNK_ID) for p in pieces), dtype=np.int32, count=len(pieces))
 
+    def encode_text(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """One whole text's ids, and each token's length in characters."""
+        pieces = self.split(text)
+        return self.encode_pieces(pieces), np.fromiter(map(len, pieces), dtype=np.int32, count=len(pieces))
+
     def encode_stream(self, chunks: Iterable[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (ids, character length of each token) for a stream of text chunks."""
         for pieces in self.iter_pieces(chunks):
@@ -99,6 +139,14 @@ class Tokenizer:
         texts = self._texts
         return "".join(texts[int(i)] for i in ids)
 
+    def decode_records(self, ids: Iterable[int], record_break: str = "\n\n") -> str:
+        """`decode`, with `record_break` for each <eos>: where generation ran on past a record's end."""
+        if self.specials is None:
+            return self.decode(ids)
+        ids = np.asarray(ids)
+        parts = np.split(ids, np.flatnonzero(ids == self.specials.eos))
+        return record_break.join(self.decode(part) for part in parts)
+
     def token_text(self, token_id: int) -> str:
         return self._texts[token_id]
 
@@ -108,24 +156,32 @@ class Tokenizer:
 
     # -- fitting and saving -----------------------------------------------------------------
     @classmethod
-    def fit(cls, chunks: Iterable[str], max_vocab: int = DEFAULT_MAX_VOCAB) -> tuple[Tokenizer, int]:
-        """Build a vocabulary from a stream; returns the tokenizer and the corpus length in tokens."""
+    def fit(cls, chunks: Iterable[str], max_vocab: int = DEFAULT_MAX_VOCAB, *,
+            separate: bool = False) -> tuple[Tokenizer, int]:
+        """Build a vocabulary from a stream; returns the tokenizer and the corpus length in tokens.
+        `separate`: each chunk is a text of its own (a record), not a piece of one stream."""
         if max_vocab < 2:
             raise TextgenError("max-vocab must be at least 2")
-        counts = cls.count(chunks)
+        counts = cls.count(chunks, separate=separate)
         return cls(cls.order(most_frequent(counts, max_vocab - 1))), sum(counts.values())
 
     @classmethod
-    def count(cls, chunks: Iterable[str]) -> dict[str, int]:
-        """How often each piece occurs in a stream of text."""
+    def count(cls, chunks: Iterable[str], *, separate: bool = False) -> dict[str, int]:
+        """How often each piece occurs in a stream of text (or, `separate`, in separate texts)."""
         counts: Counter[str] = Counter()
-        for pieces in cls([]).iter_pieces(chunks):
+        cutter = cls([])
+        for pieces in (map(cutter.split, chunks) if separate else cutter.iter_pieces(chunks)):
             counts.update(pieces)
         return counts
 
     def extended(self, tokens: Iterable[str]) -> Tokenizer:
         """This vocabulary with `tokens` appended: the ids of the tokens it has do not change."""
         return type(self)([*self.tokens, *tokens])
+
+    def with_records(self, labels: Iterable[str] = ()) -> Tokenizer:
+        """This vocabulary with <bos>, <eos> and the labels' tokens appended where it lacks them."""
+        wanted = [BOS, EOS, *(label_token(label) for label in labels)]
+        return self.extended(token for token in wanted if token not in self.tokens)
 
     @staticmethod
     def order(tokens: list[str]) -> list[str]:
@@ -148,13 +204,14 @@ class CharTokenizer(Tokenizer):
 
     def __init__(self, tokens: Iterable[str]):
         super().__init__(tokens)
-        if any(len(t) != 1 for t in self.tokens):
+        if any(len(t) != 1 for t in self._ids):
             raise TextgenError("a character vocabulary may only hold single characters")
         # Sorted code points and their ids make encoding a vectorised binary search.
-        cps = np.array([ord(t) for t in self.tokens], dtype=np.uint32)
+        cps = np.array([ord(t) for t in self._ids], dtype=np.uint32)
+        ids = np.array(list(self._ids.values()), dtype=np.int32)
         order = np.argsort(cps)
         self._sorted_cps = cps[order]
-        self._sorted_ids = (order + 1).astype(np.int32)
+        self._sorted_ids = ids[order]
 
     def split(self, text: str) -> list[str]:
         return list(text)
@@ -168,6 +225,10 @@ class CharTokenizer(Tokenizer):
         found = self._sorted_cps[pos] == cps
         return np.where(found, self._sorted_ids[pos], UNK_ID).astype(np.int32)
 
+    def encode_text(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        ids = self.encode(text)
+        return ids, np.ones(len(ids), dtype=np.int32)
+
     def encode_stream(self, chunks: Iterable[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for chunk in chunks:
             if chunk:
@@ -179,8 +240,9 @@ class CharTokenizer(Tokenizer):
         yield from (chunk for chunk in chunks if chunk)
 
     @classmethod
-    def count(cls, chunks: Iterable[str]) -> dict[str, int]:
-        """Count code points with numpy: ten times faster than a Counter, which matters at gigabytes."""
+    def count(cls, chunks: Iterable[str], *, separate: bool = False) -> dict[str, int]:
+        """Count code points with numpy: ten times faster than a Counter, which matters at gigabytes.
+        (Characters are the same whether texts are separate or one stream.)"""
         plane0 = np.zeros(BMP, dtype=np.int64)  # the Basic Multilingual Plane, counted by bincount
         beyond: Counter[int] = Counter()  # emoji and other rare code points above it
         for chunk in chunks:

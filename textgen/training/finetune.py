@@ -25,7 +25,9 @@ from textgen.model.network import load_network
 from textgen.store import artifacts
 from textgen.store.catalog import human_share
 from textgen.store.config import ModelConfig, RunConfig, TrainConfig
-from textgen.text.tokenizers import Tokenizer, most_frequent
+from textgen.text.base import Corpus
+from textgen.text.records import RecordCorpus
+from textgen.text.tokenizers import BOS, EOS, Tokenizer, label_token, most_frequent
 from textgen.training.options import InitOptions
 
 ARCHITECTURE = ("cell", "layers", "units", "embedding_dim", "tie_weights")  # fixed by the base model
@@ -106,12 +108,12 @@ def check_resume(options: InitOptions, saved: RunConfig, name: str) -> None:
                            f"{options.model}; drop --init-from to resume it from its own backup")
 
 
-def plan(options: InitOptions, chunks: Callable[[], Iterable[str]], max_vocab: int,
-         config: TrainConfig) -> Start:
+def plan(options: InitOptions, corpus: Corpus, max_vocab: int, config: TrainConfig) -> Start:
     """Check the settings against the base, load its weights, and choose the vocabulary.
 
     `options.model` is the base's folder (`resolve_base`). Reads the new corpus once, to count what
-    the base vocabulary lacks.
+    the base vocabulary lacks. Records need <bos>, <eos> and their labels' tokens: a base without
+    them (trained on one text, or on other labels) gets them with `extend_vocab`.
     """
     base_dir = Path(options.model)
     base = RunConfig.load(base_dir / artifacts.CONFIG_FILE)
@@ -122,11 +124,20 @@ def plan(options: InitOptions, chunks: Callable[[], Iterable[str]], max_vocab: i
     weights = {layer.name: layer.get_weights() for layer in keras_model.layers if layer.weights}
     del keras_model
 
-    counts = type(tokenizer).count(chunks())
+    records = isinstance(corpus, RecordCorpus)
+    counts = dict(type(tokenizer).count(corpus.chunks(), separate=records))
     total = sum(counts.values())
     known = set(tokenizer.tokens)
+    controls = {token: n for token, n in _control_counts(corpus).items() if token not in known}
+    if controls and not options.extend_vocab:
+        raise TextgenError(f"the base model's vocabulary lacks {', '.join(list(controls)[:10])}, which these "
+                           "records need; --extend-vocab adds them")
     missing = {token: n for token, n in counts.items() if token not in known}
-    added = most_frequent(missing, max_vocab - tokenizer.vocab_size) if options.extend_vocab else []
+    room = max_vocab - tokenizer.vocab_size - len(controls)
+    if room < 0:
+        raise TextgenError(f"--max-vocab {max_vocab:,} leaves no room for the {len(controls):,} record and "
+                           "label tokens the base model lacks")
+    added = most_frequent(missing, room) if options.extend_vocab else []
     for token in added:
         del missing[token]
     unknown = sum(missing.values())
@@ -143,11 +154,23 @@ def plan(options: InitOptions, chunks: Callable[[], Iterable[str]], max_vocab: i
         warnings.warn(f"{unknown:,} of the new corpus's {total:,} tokens ({human_share(unknown, total)}) "
                       f"are not in the base model's vocabulary and become <unk>, most often "
                       f"{_examples(missing)}; {hint}", UnknownTokensWarning, stacklevel=2)
-    biases = _added_biases(weights[_scoring_layer(weights)][1], tokenizer, counts, added, total)
+    added += list(controls)
+    biases = _added_biases(weights[_scoring_layer(weights)][1], tokenizer, {**counts, **controls}, added,
+                           total)
     record = {"path": str(base_dir), "checkpoint": options.checkpoint, "result": base.result,
               "base_vocab_size": tokenizer.vocab_size, "added_tokens": len(added),
               "corpus_tokens": total, "unknown_tokens": unknown}
     return Start(base_dir, base, tokenizer.extended(added), weights, biases, record)
+
+
+def _control_counts(corpus: Corpus) -> dict[str, int]:
+    """How often records put each control token in the stream: <bos> and <eos> once per record, a
+    label's token once per record of that label (one text: none)."""
+    if not isinstance(corpus, RecordCorpus):
+        return {}
+    labels = corpus.labels()
+    records = sum(1 for _ in corpus.records())
+    return {BOS: records, EOS: records, **{label_token(label): n for label, n in labels.most_common()}}
 
 
 def _check_given(options: InitOptions, base: RunConfig, base_dir: Path) -> None:

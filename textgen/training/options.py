@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from textgen.text.records import RecordFormat
 from textgen.text.tokenizers import DEFAULT_MAX_VOCAB
 
 Log = Callable[[str], None]
@@ -29,6 +30,7 @@ class DataOptions:
     tfds_data_dir: str | None = None
     tfds_manual_dir: str | None = None
     cache_dir: str | None = None  # keep tokenized text files here (store.ids_cache); None: no cache
+    records: RecordFormat | None = None  # how records are read (text.records); None: text as one stream
 
 
 @dataclass(frozen=True, kw_only=True)

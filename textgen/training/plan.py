@@ -105,7 +105,7 @@ def _fine_tuning(data_options: DataOptions, model_options: ModelOptions, train_c
                  began: float) -> RunPlan:
     """A new run from a base model: its network and vocabulary (maybe extended), this run's training."""
     corpus = open_sources(data_options, bool(options.verbose))
-    start = finetune.plan(init, corpus.chunks, data_options.max_vocab, train_config)
+    start = finetune.plan(init, corpus, data_options.max_vocab, train_config)
     level = start.tokenizer.level
     train_config = _windows(train_config, level, placement)
     data = prepare_data(dataclasses.replace(data_options, level=level), train_config, start.tokenizer,

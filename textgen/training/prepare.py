@@ -23,6 +23,7 @@ from textgen.text.pipeline import (
     split_tail,
     token_stream,
 )
+from textgen.text.records import RecordCorpus
 from textgen.text.tokenizers import Tokenizer, tokenizer_for
 from textgen.training.options import DataOptions, Log
 
@@ -51,7 +52,7 @@ def model_name(name: str) -> str:
 
 def open_sources(options: DataOptions, progress: bool = True) -> Corpus:
     return open_corpus(options.sources, encoding=options.encoding, tfds_data_dir=options.tfds_data_dir,
-                       tfds_manual_dir=options.tfds_manual_dir, progress=progress)
+                       tfds_manual_dir=options.tfds_manual_dir, progress=progress, records=options.records)
 
 
 def prepare_data(options: DataOptions, train_config: TrainConfig, tokenizer: Tokenizer | None,
@@ -59,19 +60,23 @@ def prepare_data(options: DataOptions, train_config: TrainConfig, tokenizer: Tok
     """Fit (or reuse) the tokenizer, then describe the train and validation token ranges."""
     corpus = open_sources(options, progress)
     if options.cache_dir is not None and not isinstance(corpus, FileCorpus):
-        raise TextgenError("--cache-ids caches text files; TensorFlow Datasets keep their own cache")
+        raise TextgenError("--cache-ids caches text files; TensorFlow Datasets and records are read as they "
+                           "are")
     val_corpus: Corpus | None = None
     if options.val_file:
-        val_corpus = open_corpus([options.val_file], encoding=options.encoding)
+        val_corpus = open_corpus([options.val_file], encoding=options.encoding, records=options.records)
     elif isinstance(corpus, TfdsCorpus) and "validation" in corpus.splits():
         val_corpus = dataclasses.replace(corpus, split="validation")
+    if isinstance(corpus, RecordCorpus) != isinstance(val_corpus or corpus, RecordCorpus):
+        raise TextgenError("the validation file must be records as the corpus is (or text as it is)")
 
     tokenizer, total, streams = _tokens(options, corpus, tokenizer, log)
+    starts = corpus.record_starts(tokenizer) if isinstance(corpus, RecordCorpus) else None
     if total == 0:
         raise TextgenError("the corpus holds no text")
     if val_corpus is None:
         train, val = split_tail(streams, tokenizer.level, total, train_config.val_fraction,
-                                train_config.max_val_tokens)
+                                train_config.max_val_tokens, starts)
     else:
         train = TokenSource(lambda: streams(0, None), total, None, "all tokens")
         val = measured_source(tokenizer, val_corpus, "validation corpus")
@@ -79,8 +84,12 @@ def prepare_data(options: DataOptions, train_config: TrainConfig, tokenizer: Tok
     require_windows(val, train_config.seq_len, "the validation text")
     description = {**corpus.describe(), "tokens": total, "train_tokens": train.tokens,
                    "val_tokens": val.tokens, "validation": val_corpus.describe() if val_corpus
-                   else f"last {train_config.val_fraction:.0%} of the corpus (capped at "
+                   else f"last {train_config.val_fraction:.0%} of the "
+                        f"{'records' if starts is not None else 'corpus'} (capped at "
                         f"{train_config.max_val_tokens:,} tokens)"}
+    if isinstance(corpus, RecordCorpus):
+        description.update(records=len(starts) - 1, skipped_records=corpus.skipped,
+                           labels=dict(corpus.labels().most_common()))
     return PreparedData(tokenizer, train, val, description)
 
 
@@ -96,9 +105,24 @@ def _tokens(options: DataOptions, corpus: Corpus, tokenizer: Tokenizer | None,
         log("Tokenizing (or reading the tokens from the cache)...")
         cached = cache.ids(tokenizer)
         return tokenizer, cached.tokens, cached.stream
-    if tokenizer is None:
+    if tokenizer is None and isinstance(corpus, RecordCorpus):
+        log("Reading the records and building the vocabulary...")
+        tokenizer = record_tokenizer(options.level, corpus, options.max_vocab)
+    elif tokenizer is None:
         log("Building the vocabulary...")
         tokenizer, total = tokenizer_for(options.level).fit(corpus.chunks(), options.max_vocab)
-    else:
-        total = count_tokens(token_stream(tokenizer, corpus))[0]
+        return tokenizer, total, corpus_streams(tokenizer, corpus)
+    total = count_tokens(token_stream(tokenizer, corpus))[0]
     return tokenizer, total, corpus_streams(tokenizer, corpus)
+
+
+def record_tokenizer(level: str, corpus: RecordCorpus, max_vocab: int) -> Tokenizer:
+    """The records' vocabulary, then <bos>, <eos> and a token per label (the most frequent first), all
+    within `max_vocab`."""
+    labels = [label for label, _ in sorted(corpus.labels().items(), key=lambda item: (-item[1], item[0]))]
+    room = max_vocab - 2 - len(labels)
+    if room < 2:
+        raise TextgenError(f"--max-vocab {max_vocab:,} leaves no room for text beside <bos>, <eos> and "
+                           f"{len(labels):,} labels")
+    tokenizer, _ = tokenizer_for(level).fit(corpus.chunks(), room, separate=True)
+    return tokenizer.with_records(labels)
