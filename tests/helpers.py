@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import os
 import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -40,6 +46,26 @@ def folder_snapshot(path: Path) -> dict:
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@contextlib.contextmanager
+def static_site(folders: dict[str, Path]) -> Iterator[str]:
+    """Each folder under /NAME/ on a static file server (the standard library's) on 127.0.0.1."""
+    with tempfile.TemporaryDirectory() as root:
+        for name, folder in folders.items():
+            (Path(root) / name).symlink_to(folder, target_is_directory=True)
+
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=root))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            server.server_close()
 
 
 def chromium_path() -> str:

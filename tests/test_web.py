@@ -8,10 +8,7 @@ except where TEXTGEN_REQUIRE_BROWSER is set (CI).
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
-import threading
 
 import httpx
 import pytest
@@ -19,7 +16,7 @@ import pytest
 import textgen
 from textgen.text.tokenizers import CharTokenizer, WordTokenizer
 
-from helpers import shakespeare
+from helpers import shakespeare, static_site
 from serving import Server
 
 pytestmark = pytest.mark.filterwarnings("ignore::textgen.text_model.UnknownPrimeWarning")
@@ -41,20 +38,10 @@ def web_models(exported, exported_word) -> dict:
 
 
 @pytest.fixture(scope="module")
-def site(web_models, tmp_path_factory):
-    """Every web folder under /NAME/ on a static file server (the standard library's)."""
-    root = tmp_path_factory.mktemp("site")
-    for name, (_, web) in web_models.items():
-        (root / name).symlink_to(web, target_is_directory=True)
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=root))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+def site(web_models):
+    """Every web folder under /NAME/ on a static file server."""
+    with static_site({name: web for name, (_, web) in web_models.items()}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

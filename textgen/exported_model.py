@@ -42,7 +42,7 @@ class ExportedTextModel(TextModel):
             self.kind = "savedmodel"
             loaded = tf.saved_model.load(str(path))
             self.runner = SavedModelStep(loaded)
-            self._generator = ServingGenerator(loaded)
+            self._generator = ServingGenerator(loaded, tokenizer)
             self._loaded = loaded  # keeps the signatures' variables alive
 
     def __repr__(self) -> str:
@@ -54,7 +54,8 @@ class ExportedTextModel(TextModel):
         raise TextgenError(f"{self.path} is an export already; export the model it came from")
 
     def _evaluate_source(self, source: TokenSource, seq_len: int) -> dict:
-        return evaluate_steps(self.runner, self.metadata, source, seq_len, self.config.train.batch_size)
+        return evaluate_steps(self.runner, self.metadata, source, seq_len, self.config.train.batch_size,
+                              self._tally())
 
 
 def load_export(path: Path) -> ExportedTextModel:

@@ -14,16 +14,17 @@ import keras
 
 from textgen.errors import TextgenError, TextgenWarning
 from textgen.export.write import ExportResult, export
-from textgen.generate.evaluation import evaluate_windows
+from textgen.generate.evaluation import LossTally, evaluate_windows
 from textgen.generate.generator import Generator
 from textgen.generate.novelty import NGRAM_SIZES, measure_novelty
 from textgen.generate.sampling import temperature_list
-from textgen.generate.stopping import StopFilter
+from textgen.generate.stopping import DocumentEnd, StopFilter
 from textgen.model.network import load_network
 from textgen.store import artifacts
 from textgen.store.config import RunConfig
 from textgen.text.corpus import Corpus, TextCorpus, open_corpus
 from textgen.text.pipeline import TokenSource, measured_source, require_windows
+from textgen.text.records import RecordFormat
 from textgen.text.tokenizers import Tokenizer
 
 
@@ -78,15 +79,9 @@ class TextModel:
         """
         return self.tokenizer.unknown_pieces(prime)
 
-    def stream(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
-               temperature: float | Sequence[float] = 0.8, top_k: int = 0, top_p: float = 1.0,
-               repetition_penalty: float = 1.0, stop: Sequence[str] = (),
-               seed: int | None = None) -> Iterator[list[str]]:
-        """Yield pieces of text per sample as they are generated (the prime is not repeated).
-
-        `temperature` may be a list, cycled token by token; each sample ends at the first of the
-        `stop` sequences (which is not included); `repetition_penalty` > 1 discourages tokens
-        already in the text (meant for word models).
+    def stream(self, prime: str = "", length: int = 200, **options: Any) -> Iterator[list[str]]:
+        """Yield pieces of text per sample as they are generated (the prime is not repeated);
+        `options` as `stream_rows` takes them.
 
         >>> model = textgen.load(tiny)
         >>> chunks = list(model.stream("ROMEO:", length=100, num_samples=2, seed=1))
@@ -95,27 +90,52 @@ class TextModel:
         >>> "".join(c[0] for c in chunks) == model.generate("ROMEO:", 100, seed=1)[len("ROMEO:"):]
         True
         """
+        for pieces, _ in self.stream_rows(prime, length, **options):
+            yield pieces
+
+    def stream_rows(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
+                    temperature: float | Sequence[float] = 0.8, top_k: int = 0, top_p: float = 1.0,
+                    repetition_penalty: float = 1.0, stop: Sequence[str] = (), seed: int | None = None,
+                    label: str | None = None,
+                    stop_at_end: bool = True) -> Iterator[tuple[list[str], list[bool]]]:
+        """Yield each chunk's pieces of text per sample, and which samples have ended (every one
+        has when the iteration does), so that finished samples can be shown while others go on.
+
+        `temperature` may be a list, cycled token by token; each sample ends at the first of the
+        `stop` sequences (which is not included); `repetition_penalty` > 1 discourages tokens
+        already in the text (meant for word models). A model trained on records starts a new
+        record (of `label`'s kind if given; `prime` is its beginning) and ends it where the model
+        ends it, unless `stop_at_end` is False: then it runs on into further records, each after
+        a blank line.
+        """
         temperatures = temperature_list(temperature)
         check_sampling(length, num_samples, temperatures, top_k, top_p, repetition_penalty)
         unknown = self.unknown_in(prime)
         if unknown:
             warnings.warn(f"skipped what the vocabulary lacks in the prime: "
                           f"{', '.join(repr(p) for p in unknown[:10])}", UnknownPrimeWarning,
-                          stacklevel=2)
+                          stacklevel=3)
         seed = secrets.randbelow(2**31) if seed is None else seed
-        stop_filter = StopFilter(stop, num_samples) if stop else None
+        stops = StopFilter(stop, num_samples) if stop else None
+        specials = self.tokenizer.specials
+        ends = DocumentEnd(specials.eos, num_samples) if specials and stop_at_end else None
+        filters: list[StopFilter | DocumentEnd] = [f for f in (stops, ends) if f is not None]
         for block in self.generator.stream(prime, length, num_samples=num_samples,
                                            temperature=temperatures, top_k=top_k, top_p=top_p,
-                                           repetition_penalty=repetition_penalty, seed=seed):
-            pieces = [self.tokenizer.decode(row) for row in block]
-            if stop_filter is None:
-                yield pieces
-                continue
-            yield stop_filter.feed(pieces)
-            if stop_filter.all_done:
+                                           repetition_penalty=repetition_penalty, seed=seed, label=label):
+            rows = block if ends is None else ends.cut(block)
+            pieces = [self.tokenizer.decode_records(row) for row in rows]
+            if stops is not None:
+                pieces = stops.feed(pieces)
+                if ends is not None:  # a record that ended: what was held back for a stop is its text
+                    pieces = [piece + (stops.finish(i) if ended else "")
+                              for i, (piece, ended) in enumerate(zip(pieces, ends.done, strict=True))]
+            finished = [any(f.done[i] for f in filters) for i in range(num_samples)]
+            yield pieces, finished
+            if all(finished):
                 return
-        if stop_filter is not None:
-            yield stop_filter.flush()
+        if stops is not None:
+            yield stops.flush(), [True] * num_samples
 
     def generate_many(self, prime: str = "", length: int = 200, num_samples: int = 2,
                       **options: Any) -> list[str]:
@@ -179,7 +199,7 @@ class TextModel:
         if seq_len is not None and seq_len < 1:
             raise TextgenError("seq-len must be at least 1")
         corpus: Corpus = TextCorpus(text) if text is not None else open_corpus(
-            [str(f) for f in files], encoding=encoding)
+            [str(f) for f in files], encoding=encoding, records=self.record_format)
         seq_len = seq_len or self.config.train.seq_len
         source = measured_source(self.tokenizer, corpus, "evaluation text")
         require_windows(source, seq_len, "the evaluation text")
@@ -188,20 +208,35 @@ class TextModel:
     def novelty(self, corpus: Sequence[str | os.PathLike], *, num_samples: int = 5, length: int = 500,
                 temperature: float = 0.8, seed: int = 0, encoding: str = "utf-8") -> dict:
         """How much of this model's text is copied from `corpus` (files, folders or tfds:NAME):
-        the longest copied run and the share of copied n-grams, over `num_samples` samples.
+        the longest copied run and the share of copied n-grams, over `num_samples` samples; for a
+        model of records (each sample one record), also how many samples are a training record
+        verbatim (`verbatim_records`, `verbatim_share`).
 
         >>> report = textgen.load(tiny).novelty([corpus], length=200)
         >>> report["longest_copy_tokens"] >= 1, sorted(report["copied_ngrams"])
         (True, ['16', '32', '8'])
         """
         texts = self.generate_many("", length, num_samples=num_samples, temperature=temperature, seed=seed)
-        source = open_corpus([str(c) for c in corpus], encoding=encoding, progress=False)
+        source = open_corpus([str(c) for c in corpus], encoding=encoding, progress=False,
+                             records=self.record_format)
         report = measure_novelty(texts, self.tokenizer, source, NGRAM_SIZES[self.config.level])
         return {"samples": num_samples, "tokens_per_sample": length, "temperature": temperature,
                 "seed": seed, **report}
 
+    @property
+    def record_format(self) -> RecordFormat | None:
+        """How the records this model was trained on were read (files to evaluate are read alike);
+        None for a model of one text."""
+        if self.config.corpus.get("kind") != "records":
+            return None
+        return RecordFormat.from_dict(self.config.corpus.get("documents", {}))
+
+    def _tally(self) -> LossTally:
+        return LossTally(self.tokenizer.vocab_size, self.tokenizer.specials)
+
     def _evaluate_source(self, source: TokenSource, seq_len: int) -> dict:
-        return evaluate_windows(self.keras_model, source, seq_len, self.config.train.batch_size)
+        return evaluate_windows(self.keras_model, source, seq_len, self.config.train.batch_size,
+                                self._tally())
 
 
 def check_sampling(length: int, num_samples: int, temperatures: list[float], top_k: int,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,12 @@ def load(model: str, checkpoint: str, output_dir: str) -> Any:
 @click.option("--repetition-penalty", type=click.FloatRange(min=1.0), default=1.0, show_default=True,
               help="Above 1, tokens already in the text get less likely (for word models).")
 @click.option("--seed", type=int, default=None, help="Same seed, same text.")
+@click.option("--label", default=None,
+              help="A model trained on labelled records: generate records of this label.")
+@click.option("--stop-at-end/--no-stop-at-end", default=True, show_default=True,
+              help="A model trained on records: end each sample where its record ends (--length stays "
+                   "the cap), or run on into further records, each after a blank line.")
+@click.option("--jsonl", is_flag=True, help="One JSON object per sample and line: {\"text\", \"label\"}.")
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the text to this file instead of the screen.")
 @CHECKPOINT
@@ -53,36 +60,90 @@ def load(model: str, checkpoint: str, output_dir: str) -> Any:
               help="A prompt loop: type a prime, get a continuation; :help lists commands.")
 @LOOKUP
 def sample(model, prime, length, temperature, top_k, top_p, num_samples, stop, repetition_penalty,
-           seed, output, checkpoint, prompt_loop, output_dir) -> None:
-    """Generate text from a trained model.
+           seed, label, stop_at_end, jsonl, output, checkpoint, prompt_loop, output_dir) -> None:
+    """Generate text from a trained model; from a model trained on records, whole records (each
+    ends where the model ends it), separated by blank lines.
 
     \b
     Example:
       textgen sample tinyshakespeare-char --prime "ROMEO:" --length 300 --seed 1
+      textgen sample recipes --label dessert --num-samples 5
     """
     text_model = load(model, checkpoint, output_dir)
     stops = [unescape(s) for s in stop]
     if prompt_loop:
         _prompt_loop(text_model, interactive.Settings(length, temperature, top_k, top_p, repetition_penalty,
-                                                      seed, stops))
+                                                      seed, stops, label, stop_at_end))
         return
     options = {"temperature": temperature, "top_k": top_k, "top_p": top_p,
-               "repetition_penalty": repetition_penalty, "stop": stops, "seed": seed}
-    if num_samples == 1 and output is None:  # stream to the screen as it is generated
-        stream = text_model.stream(prime, length, **options)
-        click.echo(prime + next(stream)[0], nl=False)
-        for pieces in stream:
-            click.echo(pieces[0], nl=False)
-        click.echo()
+               "repetition_penalty": repetition_penalty, "stop": stops, "seed": seed, "label": label,
+               "stop_at_end": stop_at_end}
+    records = text_model.tokenizer.specials is not None
+    layout = Layout(prime, label, jsonl, records)
+    if output is None and (num_samples == 1 or records or jsonl):  # stream to the screen
+        rows = text_model.stream_rows(prime, length, num_samples=num_samples, **options)
+        layout.stream(rows, num_samples, lambda text: click.echo(text, nl=False))
         return
     texts = text_model.generate_many(prime, length, num_samples=num_samples, **options)
-    body = texts[0] if num_samples == 1 else "".join(
-        f"=== sample {i + 1} ===\n{text}\n" for i, text in enumerate(texts))
+    body = "".join(layout.sample(i, text, num_samples) for i, text in enumerate(texts))
     if output is None:
-        click.echo(body)
+        click.echo(body, nl=False)
     else:
-        write_text_atomic(Path(output), body if body.endswith("\n") else body + "\n")
+        write_text_atomic(Path(output), body)
         click.echo(f"Wrote {num_samples} sample(s) to {output}", err=True)
+
+
+class Layout:
+    """How samples are shown: as text (records after a blank line each; samples of one long text
+    under a heading each), or one JSON object per line."""
+
+    def __init__(self, prime: str, label: str | None, jsonl: bool, records: bool):
+        self.prime, self.label, self.jsonl, self.records = prime, label, jsonl, records
+
+    def header(self, index: int, count: int) -> str:
+        if self.jsonl or (count == 1 and not self.records):
+            return ""
+        if self.records:
+            return "\n" if index else ""
+        return f"=== sample {index + 1} ===\n"
+
+    def sample(self, index: int, text: str, count: int) -> str:
+        """A whole sample (the prime included) as it is written."""
+        if self.jsonl:
+            return json.dumps({"text": text, "label": self.label}, ensure_ascii=False) + "\n"
+        return self.header(index, count) + text + "\n"
+
+    def stream(self, rows: Iterator[tuple[list[str], list[bool]]], count: int,
+               write: Callable[[str], None]) -> None:
+        """Write samples in order while they are generated: the first unfinished one as its text
+        comes, each later one (what it has so far, then as it comes) once those before it end."""
+        texts, head, written = [self.prime] * count, 0, -1  # written: of texts[head]; -1: not begun
+
+        def show() -> None:
+            nonlocal written
+            if self.jsonl:
+                return
+            if written < 0:
+                write(self.header(head, count))
+                written = 0
+            write(texts[head][written:])
+            written = len(texts[head])
+
+        def end() -> None:
+            nonlocal head, written
+            write(self.sample(head, texts[head], count) if self.jsonl else "\n")
+            head, written = head + 1, -1
+
+        for pieces, finished in rows:
+            texts = [text + piece for text, piece in zip(texts, pieces, strict=True)]
+            while head < count:
+                show()
+                if not finished[head]:
+                    break
+                end()
+        while head < count:  # generation ended: so has every sample
+            show()
+            end()
 
 
 def _prompt_loop(text_model: Any, settings: interactive.Settings) -> None:
@@ -111,9 +172,10 @@ def _prompt_loop(text_model: Any, settings: interactive.Settings) -> None:
 @click.option("--novelty", "novelty_sources", multiple=True, metavar="CORPUS",
               help="Also measure how much generated text is copied from this corpus (the training "
                    "text: files, folders or tfds:NAME; repeatable).")
-@click.option("--samples", type=POSITIVE, default=5, show_default=True, help="Samples for --novelty.")
+@click.option("--samples", type=POSITIVE, default=5, show_default=True,
+              help="Samples for --novelty (records, for a model trained on records).")
 @click.option("--length", type=POSITIVE, default=500, show_default=True,
-              help="Tokens per sample for --novelty.")
+              help="Tokens per sample for --novelty (the cap, for records).")
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.8, show_default=True,
               help="Sampling temperature for --novelty.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed for --novelty.")
@@ -150,6 +212,9 @@ def evaluate(model, files, novelty_sources, samples, length, temperature, seed, 
         click.echo(f"perplexity    {result['perplexity']:.3f}")
         click.echo(f"bits per char {result['bits_per_char']:.4f}")
         click.echo(f"tokens        {result['tokens']:,} ({result['chars']:,} characters)")
+        if "records" in result:
+            click.echo(f"per record    {result['loss_per_record']:.3f} nats over {result['records']:,} "
+                       "records (bits per char count the text's tokens only)")
     if novelty_sources:
         report = result["novelty"]
         click.echo(f"novelty of {samples} samples of {length} {unit}s (temperature {temperature}, "
@@ -157,3 +222,6 @@ def evaluate(model, files, novelty_sources, samples, length, temperature, seed, 
         click.echo(f"longest copied run  {report['longest_copy_tokens']} {unit}s: {report['longest_copy']!r}")
         for n, share in report["copied_ngrams"].items():
             click.echo(f"copied {n}-{unit} runs {share:7.1%} of the generated ones appear in the corpus")
+        if "verbatim_records" in report:
+            click.echo(f"verbatim records    {report['verbatim_records']} of {samples} "
+                       f"({report['verbatim_share']:.0%}) are records of the corpus, whole")

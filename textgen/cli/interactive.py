@@ -14,6 +14,7 @@ Commands:
   :top-k K         sample among the K likeliest (0: off)           :top-p P    nucleus sampling (1: off)
   :penalty X       repetition penalty (1: off)                     :seed N     fixed seed (:seed off)
   :stop TEXT       add a stop sequence (:stop off clears them)     :settings   show the settings
+  :label NAME      records of this label (:label off: any)         :end on|off stop where a record ends
   :help            this text                                       :quit       leave (or Ctrl-D)"""
 
 
@@ -26,12 +27,19 @@ class Settings:
     repetition_penalty: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    label: str | None = None  # for models trained on records
+    stop_at_end: bool = True
 
     def describe(self) -> str:
-        return ", ".join(f"{f.name.replace('_', '-')} {_show(getattr(self, f.name))}" for f in fields(self))
+        return ", ".join(f"{f.name.replace('_', '-')} {_show(getattr(self, f.name), f.name)}"
+                         for f in fields(self))
 
 
-def _show(value: Any) -> str:
+def _show(value: Any, name: str) -> str:
+    if name == "label":
+        return "any" if value is None else repr(value)
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, list):
         return ",".join(repr(v) if isinstance(v, str) else f"{v:g}" for v in value) or "none"
     return "random" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
@@ -63,6 +71,12 @@ def apply_command(settings: Settings, line: str) -> tuple[Settings, str]:
         elif name == "stop":
             stops = [] if value == "off" else [*settings.stop, value.replace("\\n", "\n")]
             settings = replace(settings, stop=stops)
+        elif name == "label":
+            settings = replace(settings, label=None if value in ("off", "") else value)
+        elif name == "end":
+            if value not in ("on", "off"):
+                raise ValueError
+            settings = replace(settings, stop_at_end=value == "on")
         elif name == "settings":
             return settings, settings.describe()
         elif name == "help":
@@ -101,9 +115,13 @@ def run(model: Any, settings: Settings, read_line: Callable[[], str | None],
             write(message + "\n")
             continue
         write(line)
-        for pieces in model.stream(line, settings.length, temperature=settings.temperature,
-                                   top_k=settings.top_k, top_p=settings.top_p,
-                                   repetition_penalty=settings.repetition_penalty, stop=settings.stop,
-                                   seed=settings.seed):
-            write(pieces[0])
+        try:
+            for pieces in model.stream(line, settings.length, temperature=settings.temperature,
+                                       top_k=settings.top_k, top_p=settings.top_p,
+                                       repetition_penalty=settings.repetition_penalty, stop=settings.stop,
+                                       seed=settings.seed, label=settings.label,
+                                       stop_at_end=settings.stop_at_end):
+                write(pieces[0])
+        except TextgenError as exc:  # e.g. a label the model does not know
+            write(f"\nerror: {exc}")
         write("\n\n")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from textgen.text.tokenizers import UNK_ID, Tokenizer
+from textgen.text.tokenizers import UNK_ID, Tokenizer, is_control
 from textgen.text.word_pattern import explicit_word_pattern
 
 _SEPARATOR = "\x00"  # marks piece starts inside the graph; occurrences in prompts are replaced
@@ -22,11 +22,12 @@ class GraphTokenizer(tf.Module):
     def __init__(self, tokenizer: Tokenizer):
         super().__init__(name="tokenizer")
         self.level = tokenizer.level
-        ids = tf.range(1, tokenizer.vocab_size, dtype=tf.int32)
-        self.table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(tokenizer.tokens, tf.string), ids),
+        text = [(token, i + 1) for i, token in enumerate(tokenizer.tokens) if not is_control(token)]
+        self.table = tf.lookup.StaticHashTable(  # text is never cut into <bos>, <eos> or labels
+            tf.lookup.KeyValueTensorInitializer(tf.constant([token for token, _ in text], tf.string),
+                                                tf.constant([i for _, i in text], tf.int32)),
             default_value=UNK_ID)
-        self.texts = tf.constant([tokenizer.unk_text, *tokenizer.tokens], tf.string)
+        self.texts = tf.constant([tokenizer.token_text(i) for i in range(tokenizer.vocab_size)], tf.string)
         if self.level == "word":
             self.pattern = explicit_word_pattern("re2")
             used = "".join(tokenizer.tokens)

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from textgen.errors import TextgenError
 from textgen.export.runtime import LiteRTStep, SavedModelStep, ServingGenerator, StepGenerator, step_logits
-from textgen.generate.generator import Generator
+from textgen.generate.generator import Generator, prime_ids
 from textgen.model.network import build_model
 from textgen.store.artifacts import SAVED_MODEL_DIR
 from textgen.store.config import ModelConfig
@@ -40,14 +40,14 @@ def check_parity(keras_model: keras.Model, config: ModelConfig, generator: Gener
     """
     reference_text = generator.generate("", PARITY_STEPS, temperature=0.0)[0]
     tokenizer = generator.tokenizer
-    ids = np.concatenate([[generator.fallback_id], tokenizer.encode(reference_text)])[:PARITY_STEPS]
+    ids = np.concatenate([prime_ids(tokenizer, ""), tokenizer.encode(reference_text)])[:PARITY_STEPS]
     keras_model = float32_twin(keras_model, config)
     reference = keras.ops.convert_to_numpy(keras_model(ids[np.newaxis, :].astype(np.int32), training=False))
 
     runners: dict[str, Any] = {}
     if "saved_model" in metadata:
         loaded = tf.saved_model.load(str(staging / SAVED_MODEL_DIR))
-        runners["saved_model"] = (SavedModelStep(loaded), ServingGenerator(loaded), "none")
+        runners["saved_model"] = (SavedModelStep(loaded), ServingGenerator(loaded, tokenizer), "none")
     for name in ("tflite", "web"):
         if name in metadata:
             runner = LiteRTStep(staging / metadata[name]["file"])
@@ -62,7 +62,7 @@ def check_parity(keras_model: keras.Model, config: ModelConfig, generator: Gener
         logits = step_logits(runner, metadata, ids[np.newaxis, :])
         difference = float(np.max(np.abs(logits - reference)))
         greedy = np.concatenate(list(sampler.stream("", PARITY_STEPS, temperature=0.0)), axis=1)
-        text = tokenizer.decode(greedy[0])
+        text = tokenizer.decode_records(greedy[0])
         report[name] = {"max_abs_logit_diff": difference, "greedy_text_identical": text == reference_text,
                         "quantization": quantization}
         if quantization == "none" and (difference > FLOAT_TOLERANCE or text != reference_text):

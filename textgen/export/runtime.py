@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from textgen.errors import TextgenError
-from textgen.generate.evaluation import loss_report
+from textgen.generate.evaluation import LossTally
 from textgen.generate.generator import prime_ids
 from textgen.generate.sampling import apply_repetition_penalty, sample_rows, temperature_list
 from textgen.quiet import native_logs_hidden, native_stderr_silenced
@@ -148,9 +148,10 @@ class StepGenerator:
 
         self.choose = choose
 
-    def prime(self, prime: str, num_samples: int) -> tuple[np.ndarray, States, np.ndarray]:
+    def prime(self, prime: str, num_samples: int,
+              label: str | None = None) -> tuple[np.ndarray, States, np.ndarray]:
         """Feed the prime token by token: logits after its last token, states, and seen mask."""
-        ids = prime_ids(self.tokenizer, prime)
+        ids = prime_ids(self.tokenizer, prime, label)
         states = zero_states(self.metadata, num_samples)
         seen = np.zeros((num_samples, self.tokenizer.vocab_size), bool)
         seen[:, ids] = True
@@ -160,9 +161,10 @@ class StepGenerator:
 
     def stream(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
                temperature: float | Sequence[float] = 0.8, top_k: int = 0, top_p: float = 1.0,
-               repetition_penalty: float = 1.0, seed: int = 0, chunk: int = 64) -> Iterator[np.ndarray]:
+               repetition_penalty: float = 1.0, seed: int = 0, label: str | None = None,
+               chunk: int = 64) -> Iterator[np.ndarray]:
         temperatures = temperature_list(temperature)
-        logits, states, seen = self.prime(prime, num_samples)
+        logits, states, seen = self.prime(prime, num_samples, label)
         full = lambda value, dtype: np.full(num_samples, value, dtype)  # noqa: E731
         fixed = (full(top_k, np.int32), full(top_p, np.float32), full(repetition_penalty, np.float32),
                  full(seed, np.int32))
@@ -183,15 +185,20 @@ class StepGenerator:
 class ServingGenerator:
     """Generation by the SavedModel's `serving_default` signature: the whole loop in its graph."""
 
-    def __init__(self, loaded: Any):
+    def __init__(self, loaded: Any, tokenizer: Tokenizer):
         self.signature = loaded.signatures["serving_default"]
+        self.tokenizer = tokenizer
 
     def stream(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
                temperature: float | Sequence[float] = 0.8, top_k: int = 0, top_p: float = 1.0,
-               repetition_penalty: float = 1.0, seed: int = 0) -> Iterator[np.ndarray]:
+               repetition_penalty: float = 1.0, seed: int = 0,
+               label: str | None = None) -> Iterator[np.ndarray]:
         import tensorflow as tf
 
         temperatures = temperature_list(temperature)
+        prime_ids(self.tokenizer, "", label)  # a label the model does not know: one clear error
+        records = self.tokenizer.specials is not None
+        labels = {"labels": tf.constant([label or ""] * num_samples)} if records else {}
         if len(temperatures) != 1:
             raise TextgenError("a SavedModel's serving signature takes one temperature, not a list")
         if repetition_penalty != 1:
@@ -199,24 +206,21 @@ class ServingGenerator:
         outputs = self.signature(prompts=tf.constant([prime] * num_samples), num_tokens=tf.constant(length),
                                  temperature=tf.constant(float(temperatures[0])),
                                  top_k=tf.constant(int(top_k)), top_p=tf.constant(float(top_p)),
-                                 seed=tf.constant(int(seed)))
+                                 seed=tf.constant(int(seed)), **labels)
         yield outputs["token_ids"].numpy()
 
 
 def evaluate_steps(runner: StepRunner, metadata: dict, source: TokenSource, seq_len: int,
-                   batch_size: int) -> dict:
+                   batch_size: int, tally: LossTally) -> dict:
     """`evaluation.evaluate_windows` for a step model: the same windows, each from a zero state."""
-    nats = 0.0
-    tokens = chars = 0
     windows = window_dataset(source, seq_len, with_lengths=True).batch(batch_size)
     for ids, lengths in windows.as_numpy_iterator():
         logits = step_logits(runner, metadata, ids[:, :-1]).astype(np.float64)
         log_probs = logits - _logsumexp(logits)
         targets = ids[:, 1:]
-        nats -= float(np.take_along_axis(log_probs, targets[..., np.newaxis], axis=-1).sum())
-        tokens += targets.size
-        chars += int(lengths[:, 1:].sum())
-    return loss_report(nats, tokens, chars)
+        losses = -np.take_along_axis(log_probs, targets[..., np.newaxis], axis=-1)[..., 0]
+        tally.add(losses, targets, lengths[:, 1:])
+    return tally.report()
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:

@@ -109,9 +109,10 @@ def export_metadata(model: Trained, generator: Generator) -> dict[str, Any]:
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
         "level": tokenizer.level,
-        "vocabulary": [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)],
+        "vocabulary": [tokenizer.unk_text, *tokenizer.tokens],
         "unk_id": 0,
         "prime_fallback_id": generator.fallback_id,
+        "document": document_ids(tokenizer),
         "word_pattern": WORD_PATTERN.pattern if tokenizer.level == "word" else None,
         "inputs": {"token_ids": {"shape": [-1], "dtype": "int32"},
                    **{name: {"shape": [-1, units], "dtype": "float32"} for name, units in states}},
@@ -121,6 +122,15 @@ def export_metadata(model: Trained, generator: Generator) -> dict[str, Any]:
         "states": [{"input": name, "output": next_state_name(name), "size": units} for name, units in states],
         "textgen": {"model": model.path.name, "config": json.loads(model.config.to_json())},
     }
+
+
+def document_ids(tokenizer: Tokenizer) -> dict[str, Any] | None:
+    """A model of records: the ids that start a record (<bos>, then a label's), the id that ends
+    one (<eos>); none of them stands for text. A model of one text: None."""
+    specials = tokenizer.specials
+    if specials is None:
+        return None
+    return {"bos_id": specials.bos, "eos_id": specials.eos, "label_ids": specials.labels}
 
 
 # -- graphs --------------------------------------------------------------------------------------
@@ -146,32 +156,57 @@ def _archive(generator: Generator, batch: int | None = None) -> keras.export.Exp
 
 
 def write_saved_model(generator: Generator, path: Path) -> None:
-    """A SavedModel that needs no textgen code: tokenizer, prime, sampling loop, detokenizer."""
+    """A SavedModel that needs no textgen code: tokenizer, prime, sampling loop, detokenizer. A
+    model of records also takes `labels` (one per prompt, "" for none; a signature's inputs cannot
+    be optional) and starts each row at <bos> and its label; its text ends at <eos>."""
     tokenizer = GraphTokenizer(generator.tokenizer)
+    specials = generator.tokenizer.specials
     archive = _archive(generator)
     archive.track(tokenizer.table)
+    labels = None if specials is None else tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(["", *specials.labels], tf.string),
+                                            tf.constant([-1, *specials.labels.values()], tf.int32)),
+        default_value=-2)
+    if labels is not None:
+        archive.track(labels)
 
-    def generate(prompts, num_tokens, temperature, top_k, top_p, seed):
+    def generate(prompts, num_tokens, temperature, top_k, top_p, seed, label_names=None):
         ids = tokenizer.encode(prompts)
         ids = tf.ragged.boolean_mask(ids, ids != 0)
+        if specials is not None:
+            ids = tf.concat([_record_heads(specials.bos, labels.lookup(label_names)), ids], axis=1)
         lengths = tf.maximum(tf.cast(ids.row_lengths(), tf.int32), 1)  # empty: the fallback token
         width = tf.maximum(tf.reduce_max(lengths), 1)
         padded = ids.to_tensor(default_value=generator.fallback_id, shape=[tf.size(prompts), width])
         logits, states, seen = generator.prime_graph(padded, tf.sequence_mask(lengths, width))
         settings = RowSettings.same(tf.size(prompts), temperature[tf.newaxis], top_k, top_p, 1.0, seed)
         new_ids, *_ = generator.sample_graph(logits, states, seen, tf.maximum(num_tokens, 0), settings)
-        generated = tokenizer.decode(new_ids)
+        shown = new_ids
+        if specials is not None:  # nothing from a row's <eos> on (<eos> stands for no text)
+            ended = tf.cumsum(tf.cast(new_ids == specials.eos, tf.int32), axis=1) > 0
+            shown = tf.where(ended, tf.fill(tf.shape(new_ids), specials.eos), new_ids)
+        generated = tokenizer.decode(shown)
         return {"generated": generated, "text": prompts + generated, "token_ids": new_ids}
 
-    archive.add_endpoint("serving_default", generate, input_signature=[
-        tf.TensorSpec([None], tf.string, name="prompts"),
-        tf.TensorSpec([], tf.int32, name="num_tokens"),
-        tf.TensorSpec([], tf.float32, name="temperature"),
-        tf.TensorSpec([], tf.int32, name="top_k"),
-        tf.TensorSpec([], tf.float32, name="top_p"),
-        tf.TensorSpec([], tf.int32, name="seed"),
-    ])
+    inputs = [tf.TensorSpec([None], tf.string, name="prompts"),
+              tf.TensorSpec([], tf.int32, name="num_tokens"),
+              tf.TensorSpec([], tf.float32, name="temperature"),
+              tf.TensorSpec([], tf.int32, name="top_k"),
+              tf.TensorSpec([], tf.float32, name="top_p"),
+              tf.TensorSpec([], tf.int32, name="seed")]
+    if specials is not None:
+        inputs.append(tf.TensorSpec([None], tf.string, name="labels"))
+    archive.add_endpoint("serving_default", generate, input_signature=inputs)
     archive.write_out(str(path), verbose=False)
+
+
+def _record_heads(bos: int, label_ids: tf.Tensor) -> tf.RaggedTensor:
+    """Each row's start: <bos>, then its label's id (-1: no label); an unknown label is an error."""
+    tf.debugging.assert_greater_equal(label_ids, -1, message="unknown label (metadata.json lists the labels)")
+    has_label = label_ids >= 0
+    bos_ids = tf.fill(tf.shape(label_ids), bos)
+    heads = tf.stack([bos_ids, label_ids], axis=1)
+    return tf.ragged.boolean_mask(heads, tf.stack([tf.ones_like(has_label), has_label], axis=1))
 
 
 def convert_tflite(generator: Generator, quantize: str, scratch: Path, batch: int | None = None) -> bytes:

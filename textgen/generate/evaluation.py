@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from textgen.text.pipeline import TokenSource, window_dataset
+from textgen.text.tokenizers import Specials
 
 LN2 = math.log(2.0)
 
@@ -17,7 +19,8 @@ def perplexity(loss: float) -> float:
     return math.exp(min(loss, 50.0))
 
 
-def evaluate_windows(model: keras.Model, source: TokenSource, seq_len: int, batch_size: int) -> dict:
+def evaluate_windows(model: keras.Model, source: TokenSource, seq_len: int, batch_size: int,
+                     tally: LossTally) -> dict:
     """Mean cross-entropy over the windows of `source`, computed exactly as the validation loss.
 
     Character counts come from the text each target token stood for, so a word model's bits per
@@ -26,20 +29,45 @@ def evaluate_windows(model: keras.Model, source: TokenSource, seq_len: int, batc
     dataset = window_dataset(source, seq_len, with_lengths=True).batch(batch_size).prefetch(2)
 
     @tf.function(reduce_retracing=True)
-    def batch_sums(ids, lengths):
+    def losses(ids):
         logits = model(ids[:, :-1], training=False)
-        losses = keras.losses.sparse_categorical_crossentropy(ids[:, 1:], logits, from_logits=True)
-        return (tf.reduce_sum(tf.cast(losses, tf.float64)), tf.size(losses, tf.int64),
-                tf.reduce_sum(tf.cast(lengths[:, 1:], tf.int64)))
+        return keras.losses.sparse_categorical_crossentropy(ids[:, 1:], logits, from_logits=True)
 
-    nats = 0.0
-    tokens = chars = 0
     for ids, lengths in dataset:
-        batch_nats, batch_tokens, batch_chars = batch_sums(ids, lengths)
-        nats += float(batch_nats)
-        tokens += int(batch_tokens)
-        chars += int(batch_chars)
-    return loss_report(nats, tokens, chars)
+        tally.add(losses(ids).numpy(), ids[:, 1:].numpy(), lengths[:, 1:].numpy())
+    return tally.report()
+
+
+class LossTally:
+    """Sums of cross-entropy over target tokens, and of the characters they stand for. For a model
+    of records (`specials`), bits per character count only the text's tokens (<bos>, <eos> and
+    labels stand for no characters), and the loss per record is every token's over the records
+    ended (<eos> predicted)."""
+
+    def __init__(self, vocab_size: int, specials: Specials | None = None):
+        self.specials = specials
+        self.control = np.zeros(vocab_size, bool)
+        if specials is not None:
+            self.control[[specials.bos, specials.eos, *specials.labels.values()]] = True
+        self.nats = self.text_nats = 0.0
+        self.tokens = self.chars = self.records = 0
+
+    def add(self, losses: np.ndarray, targets: np.ndarray, lengths: np.ndarray) -> None:
+        losses = losses.astype(np.float64)
+        self.nats += float(losses.sum())
+        self.text_nats += float(losses[~self.control[targets]].sum())
+        self.tokens += targets.size
+        self.chars += int(lengths.sum())
+        if self.specials is not None:
+            self.records += int((targets == self.specials.eos).sum())
+
+    def report(self) -> dict:
+        report = loss_report(self.nats, self.tokens, self.chars)
+        if self.specials is not None:
+            report["bits_per_char"] = self.text_nats / LN2 / self.chars if self.chars else float("nan")
+            report["records"] = self.records
+            report["loss_per_record"] = self.nats / self.records if self.records else float("nan")
+        return report
 
 
 def loss_report(nats: float, tokens: int, chars: int) -> dict:

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from textgen.errors import TextgenError
 from textgen.generate.sampling import apply_repetition_penalty, sample_rows, temperature_list
 from textgen.model.cells import cell_math, weights_split
 from textgen.model.fast_recurrent import batch_parts, loop_parts
@@ -52,11 +53,18 @@ def fallback_id(tokenizer: Tokenizer) -> int:
     return int(newline[0]) if len(newline) and newline[0] != UNK_ID else 1
 
 
-def prime_ids(tokenizer: Tokenizer, prime: str) -> np.ndarray:
-    """Ids of the prime's known pieces; the fallback token if none."""
+def prime_ids(tokenizer: Tokenizer, prime: str, label: str | None = None) -> np.ndarray:
+    """What generation starts from: the ids of the prime's known pieces, after <bos> and the label's
+    token for a model of records; a model of one text falls back to a line break without any."""
     ids = tokenizer.encode(prime)
     ids = ids[ids != UNK_ID]
-    return ids if len(ids) else np.array([fallback_id(tokenizer)], np.int32)
+    specials = tokenizer.specials
+    if specials is None:
+        if label is not None:
+            raise TextgenError("this model was trained on one text, not on records with labels")
+        return ids if len(ids) else np.array([fallback_id(tokenizer)], np.int32)
+    head = [specials.bos] if label is None else [specials.bos, specials.label_id(label)]
+    return np.concatenate([np.array(head, np.int32), ids])
 
 
 class RowSettings(NamedTuple):
@@ -306,14 +314,14 @@ class Generator:
 
     def stream(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
                temperature: float | Sequence[float] = 0.8, top_k: int = 0, top_p: float = 1.0,
-               repetition_penalty: float = 1.0, seed: int = 0,
+               repetition_penalty: float = 1.0, seed: int = 0, label: str | None = None,
                chunk: int | None = None) -> Iterator[np.ndarray]:
         """Yield [num_samples, n] arrays of new token ids, chunk by chunk, until `length` tokens.
 
         Chunks grow from FIRST_CHUNK_TOKENS (see `chunk_sizes`) unless `chunk` fixes their size.
         A list of temperatures is cycled token by token, as textgenrnn does.
         """
-        ids = np.tile(prime_ids(self.tokenizer, prime)[np.newaxis, :], (num_samples, 1))
+        ids = np.tile(prime_ids(self.tokenizer, prime, label)[np.newaxis, :], (num_samples, 1))
         logits, states, seen = self._prime(tf.constant(ids, tf.int32))
         settings = RowSettings.same(num_samples, temperature_list(temperature), top_k, top_p,
                                     repetition_penalty, seed)
@@ -327,7 +335,8 @@ class Generator:
                 yield tokens
 
     def generate(self, prime: str = "", length: int = 200, **options) -> list[str]:
-        """Whole continuations (without the prime), one string per sample."""
+        """Whole continuations (without the prime), one string per sample; a model of records runs on
+        past a record's end, shown as a blank line."""
         parts = list(self.stream(prime, length, **options))
         ids = np.concatenate(parts, axis=1) if parts else np.zeros((options.get("num_samples", 1), 0))
-        return [self.tokenizer.decode(row) for row in ids]
+        return [self.tokenizer.decode_records(row) for row in ids]

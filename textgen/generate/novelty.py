@@ -6,17 +6,21 @@ Texts are compared as token ids (characters or words). N-grams are hashed with a
 polynomial hash in numpy (built by doubling, so any n costs a few passes over the array), and
 the corpus is read in blocks that overlap by n - 1 tokens, so any corpus size works; corpora
 within the cache limit are tokenized once and kept in memory for the several lengths measured.
+For a model of records, the question people ask is simpler: how many generated records are,
+whole, records of the training set.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from textgen.text.corpus import Corpus
-from textgen.text.pipeline import CACHE_MAX_TOKENS
+from textgen.text.pipeline import CACHE_MAX_TOKENS, token_stream
+from textgen.text.records import RecordCorpus
 from textgen.text.tokenizers import Tokenizer
 
 BLOCK_TOKENS = 1 << 20
@@ -112,7 +116,7 @@ def measure_novelty(texts: Sequence[str], tokenizer: Tokenizer, corpus: Corpus, 
     samples = [tokenizer.encode(text) for text in texts]
 
     def read() -> Iterator[np.ndarray]:
-        return (ids for ids, _ in tokenizer.encode_stream(corpus.chunks()))
+        return (ids for ids, _ in token_stream(tokenizer, corpus))
 
     held: list[np.ndarray] | None = []
     corpus_tokens = 0
@@ -125,6 +129,21 @@ def measure_novelty(texts: Sequence[str], tokenizer: Tokenizer, corpus: Corpus, 
     report = copy_report(samples, (lambda: iter(held)) if held is not None else read, sizes)
     copy = samples[report.longest_copy_sample][
         report.longest_copy_start:report.longest_copy_start + report.longest_copy_tokens]
-    return {"corpus_tokens": corpus_tokens, "longest_copy_tokens": report.longest_copy_tokens,
-            "longest_copy": tokenizer.decode(copy),
-            "copied_ngrams": {str(n): share for n, share in report.copied_ngrams.items()}}
+    result = {"corpus_tokens": corpus_tokens, "longest_copy_tokens": report.longest_copy_tokens,
+              "longest_copy": tokenizer.decode(copy),
+              "copied_ngrams": {str(n): share for n, share in report.copied_ngrams.items()}}
+    if isinstance(corpus, RecordCorpus):
+        copies = verbatim_records(texts, corpus.chunks())
+        result.update(verbatim_records=copies, verbatim_share=copies / len(texts) if texts else 0.0)
+    return result
+
+
+def verbatim_records(texts: Sequence[str], records: Iterable[str]) -> int:
+    """How many of the generated `texts` are, whole, one of the `records` (compared by a 64-bit
+    digest, so that any number of records fits in memory)."""
+    def digest(text: str) -> bytes:
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+    wanted = {digest(text) for text in texts}
+    found = {key for key in map(digest, records) if key in wanted}
+    return sum(digest(text) in found for text in texts)

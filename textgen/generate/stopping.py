@@ -1,4 +1,5 @@
-"""End each generated stream at the first occurrence of any stop sequence, while streaming.
+"""End each generated stream at the first occurrence of any stop sequence, while streaming, and a
+record model's rows at their end-of-document token.
 
 Text is shown as soon as no stop sequence can start in it: only a tail that is the beginning
 of some stop sequence is held back until the next chunk decides it. The stop sequence itself is
@@ -8,6 +9,8 @@ not emitted.
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import numpy as np
 
 
 class StopFilter:
@@ -36,6 +39,12 @@ class StopFilter:
         """What was held back, once generation has ended (partial matches never complete now)."""
         return [self._release(i, final=True) for i in range(len(self.texts))]
 
+    def finish(self, i: int) -> str:
+        """Stream `i` has ended otherwise: what was held back of it (and nothing after)."""
+        text = self._release(i, final=True)
+        self.done[i] = True
+        return text
+
     def _release(self, i: int, final: bool) -> str:
         if self.done[i]:
             return ""
@@ -52,3 +61,28 @@ class StopFilter:
             end = len(text) if pending is None else pending
         self.shown[i] = end
         return text[shown:end]
+
+
+class DocumentEnd:
+    """End each row of a record model's generation at its end-of-document token (which is not
+    shown): feed it each chunk's new ids; it returns the ids each row may still show."""
+
+    def __init__(self, eos: int, streams: int):
+        self.eos = eos
+        self.done = [False] * streams
+
+    @property
+    def all_done(self) -> bool:
+        return all(self.done)
+
+    def cut(self, block: np.ndarray) -> list[np.ndarray]:
+        rows = []
+        for i, row in enumerate(block):
+            if self.done[i]:
+                rows.append(row[:0])
+                continue
+            ends = np.flatnonzero(row == self.eos)
+            if len(ends):
+                self.done[i], row = True, row[:ends[0]]
+            rows.append(row)
+        return rows

@@ -6,7 +6,9 @@ Server-Sent Events for streaming, a bearer key, an access log and the playground
     GET  /v1/models        the models served (OpenAI's list shape)
     GET  /web/NAME/        a model's web export, when it has one: the model runs in the browser
     POST /v1/completions   OpenAI's completions: prompt(s), max_tokens, temperature, top_p, n, stop,
-                           seed, stream, echo; textgen's top_k and repetition_penalty
+                           seed, stream, echo; textgen's top_k, repetition_penalty and label (a
+                           model of records: each choice is one record, of that label, ending
+                           where the model ends it, with finish_reason "stop")
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from textgen.errors import TextgenError
+from textgen.generate.generator import prime_ids
 from textgen.serving.engine import Engine, Job, Pieces, QueueFull, Sampling
 from textgen.serving.models import ServedModel
 from textgen.serving.protocol import (
@@ -173,8 +177,14 @@ async def completions(request: Request) -> Response:
     if served is None:
         raise ClientError(f"unknown model {completion.model!r}; this server has {', '.join(state.models)}",
                           param="model", code="model_not_found")
+    tokenizer = served.model.tokenizer
+    if completion.label is not None:
+        try:
+            prime_ids(tokenizer, "", completion.label)
+        except TextgenError as exc:  # a plain model, or a label it does not know
+            raise ClientError(str(exc), param="label", code="unknown_label") from None
     for prompt in completion.prompts:
-        tokens = len(served.model.tokenizer.encode(prompt))
+        tokens = len(tokenizer.encode(prompt))
         if tokens > state.limits.max_prompt_tokens:
             raise ClientError(f"the prompt has {tokens:,} tokens; at most {state.limits.max_prompt_tokens:,}",
                               param="prompt", code="prompt_too_long")
@@ -201,7 +211,8 @@ class _Run:
             return lambda event: self.queue.put_nowait((index, event))
 
         self.jobs = [Job(prompt, completion.n, completion.max_tokens, sampling, completion.stop,
-                         emitter(index)) for index, prompt in enumerate(completion.prompts)]
+                         emitter(index), label=completion.label)
+                     for index, prompt in enumerate(completion.prompts)]
 
     def submit(self) -> None:
         """All of the request's jobs, or none (429 when the queue is full)."""

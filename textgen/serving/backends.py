@@ -27,6 +27,11 @@ class _Texts:
 
     tokenizer: Tokenizer
 
+    @property
+    def eos(self) -> int | None:
+        specials = self.tokenizer.specials
+        return None if specials is None else specials.eos
+
     def decode(self, ids: np.ndarray) -> str:
         return self.tokenizer.decode(ids)
 
@@ -42,11 +47,11 @@ class GeneratorBackend(_Texts):
         self.generator = generator
         self.tokenizer = generator.tokenizer
 
-    def prime(self, prompts: list[tuple[str, int]]) -> list[Primed]:
+    def prime(self, prompts: list[tuple[str, int, str | None]]) -> list[Primed]:
         """Every prompt's rows through the sequence kernels in one call (padded on the right and
         masked), at least two rows: see engine.bucket."""
-        ids = [prime_ids(self.tokenizer, prompt) for prompt, _ in prompts]
-        rows = [row for row, (_, n) in zip(ids, prompts, strict=True) for _ in range(n)]
+        ids = [prime_ids(self.tokenizer, prompt, label) for prompt, _, label in prompts]
+        rows = [row for row, (_, n, _) in zip(ids, prompts, strict=True) for _ in range(n)]
         rows += rows[:1] * max(0, 2 - len(rows))
         width = max(len(row) for row in rows)
         padded = np.zeros((len(rows), width), np.int32)
@@ -56,7 +61,7 @@ class GeneratorBackend(_Texts):
         logits, states, seen = self.generator._prime_masked(tf.constant(padded), tf.constant(mask))
         logits, seen, states = logits.numpy(), seen.numpy(), [s.numpy() for s in states]
         primed, start = [], 0
-        for row, (_, n) in zip(ids, prompts, strict=True):
+        for row, (_, n, _) in zip(ids, prompts, strict=True):
             part = slice(start, start + n)
             primed.append(Primed(logits[part], [s[part] for s in states], seen[part], len(row)))
             start += n
@@ -82,12 +87,12 @@ class StepBackend(_Texts):
         self.sampler = sampler
         self.tokenizer = sampler.tokenizer
 
-    def prime(self, prompts: list[tuple[str, int]]) -> list[Primed]:
+    def prime(self, prompts: list[tuple[str, int, str | None]]) -> list[Primed]:
         primed = []
-        for prompt, n in prompts:
-            logits, states, seen = self.sampler.prime(prompt, n)
+        for prompt, n, label in prompts:
+            logits, states, seen = self.sampler.prime(prompt, n, label)
             primed.append(Primed(logits, [states[name] for name in self._names()], seen,
-                                 len(prime_ids(self.tokenizer, prompt))))
+                                 len(prime_ids(self.tokenizer, prompt, label))))
         return primed
 
     def _names(self) -> list[str]:
@@ -116,7 +121,7 @@ class StepBackend(_Texts):
 def warm_up(backend: GeneratorBackend | StepBackend, sizes: list[int]) -> None:
     """One token at every batch size the engine uses (and a prime), so that none is first compiled
     while a request waits for it."""
-    (primed,) = backend.prime([("", 1)])
+    (primed,) = backend.prime([("", 1, None)])
     for size in sizes:
         states = [np.repeat(s[:1], size, 0) for s in primed.states]
         backend.sample(np.repeat(primed.logits[:1], size, 0), states, np.repeat(primed.seen[:1], size, 0), 1,

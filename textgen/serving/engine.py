@@ -68,6 +68,7 @@ class Job:
     sampling: Sampling
     stops: list[str]
     emit: Callable[[Pieces | BaseException], None]  # called through the engine's `dispatch`
+    label: str | None = None  # a model of records: its rows start at <bos> and this label's token
     prompt_tokens: int = 0  # set when admitted
     cancelled: bool = False
     stop_filter: StopFilter | None = field(default=None, repr=False)
@@ -79,8 +80,11 @@ class Backend(Protocol):
     """A model's prime and compiled sampling. The engine keeps rows as numpy arrays and hands the
     backend whole batches; what `sample` returns is read back with `np.asarray`."""
 
-    def prime(self, prompts: list[tuple[str, int]]) -> list[Any]:
-        """(prompt, rows) -> for each, a Primed: logits [n, vocab], states, seen [n, vocab], prompt tokens."""
+    eos: int | None  # a model of records: the token that ends a row's record
+
+    def prime(self, prompts: list[tuple[str, int, str | None]]) -> list[Any]:
+        """(prompt, rows, label) -> for each, a Primed: logits [n, vocab], states, seen [n, vocab],
+        prompt tokens."""
 
     def sample(self, logits: Any, states: list[Any], seen: Any, steps: int, settings: dict[str, np.ndarray]
                ) -> tuple[np.ndarray, Any, list[Any], Any]:
@@ -210,7 +214,7 @@ class Engine:
 
     def _admit(self, jobs: list[Job]) -> None:
         """The jobs' prompts through the sequence kernels (one call for all), their rows into the batch."""
-        primed = self.backend.prime([(job.prompt, job.n) for job in jobs])
+        primed = self.backend.prime([(job.prompt, job.n, job.label) for job in jobs])
         rows = []
         for job, start in zip(jobs, primed, strict=True):
             job.prompt_tokens = start.prompt_tokens
@@ -289,10 +293,12 @@ class Engine:
 
     def _advance(self, job: Job, produced: dict[int, np.ndarray]) -> tuple[list[int], Pieces]:
         """Feed a job's new tokens through its stop filter: its rows that finished, and what to send."""
-        texts = [self.backend.decode(produced[i]) if i in produced else "" for i in range(job.n)]
+        ended = self._record_ends(produced)
+        texts = [self.backend.decode(produced[i][:ended.get(i)]) if i in produced else ""
+                 for i in range(job.n)]
         before = list(job.generated)
         for i, ids in produced.items():
-            job.generated[i] += len(ids)
+            job.generated[i] += len(ids) if i not in ended else ended[i] + 1  # <eos> was generated
         at_length = all(reason is not None or count >= job.max_tokens
                         for reason, count in zip(job.finished, job.generated, strict=True))
         if job.stop_filter is not None:
@@ -303,7 +309,10 @@ class Engine:
             shown = texts
         newly: list[str | None] = [None] * job.n
         for i in produced:
-            if job.stop_filter is not None and job.stop_filter.done[i]:
+            if i in ended and not (job.stop_filter is not None and job.stop_filter.done[i]):
+                newly[i] = "stop"  # the record ended: what a stop string held back is its text
+                shown[i] += job.stop_filter.finish(i) if job.stop_filter is not None else ""
+            elif job.stop_filter is not None and job.stop_filter.done[i]:
                 newly[i] = "stop"
                 job.generated[i] = before[i] + self._tokens_through_stop(job, i, produced[i])
             elif job.generated[i] >= job.max_tokens:
@@ -312,6 +321,13 @@ class Engine:
                 job.finished[i] = newly[i]
         done = all(reason is not None for reason in job.finished)
         return [i for i in produced if newly[i]], Pieces(shown, newly, list(job.generated), done)
+
+    def _record_ends(self, produced: dict[int, np.ndarray]) -> dict[int, int]:
+        """Rows whose record ended in these tokens: where its <eos> is (a model of records only)."""
+        eos = self.backend.eos
+        if eos is None:
+            return {}
+        return {i: int(hits[0]) for i, ids in produced.items() if len(hits := np.flatnonzero(ids == eos))}
 
     def _tokens_through_stop(self, job: Job, index: int, ids: np.ndarray) -> int:
         """Of this chunk's tokens, those generated up to the end of the stop string (as OpenAI

@@ -54,6 +54,7 @@ class Completion:
     n: int = 1
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    label: str | None = None  # a model trained on labelled records: generate records of this label
     stream: bool = False
     echo: bool = False
     include_usage: bool = False
@@ -130,8 +131,11 @@ def parse_completion(raw: bytes, limits: Limits) -> Completion:
     seed = body.get("seed")
     if seed is not None:
         seed = _number(body, "seed", 0, -INT32, INT32 - 1, integer=True)
+    label = body.get("label")
+    if label is not None and not isinstance(label, str):
+        raise ClientError("label must be a string (one of the model's labels) or null", param="label")
     return Completion(
-        model=model, prompts=prompts, n=n, seed=seed, **flags,
+        model=model, prompts=prompts, n=n, seed=seed, label=label, **flags,
         max_tokens=_number(body, "max_tokens", 16, 1, limits.max_tokens, integer=True),
         temperature=float(_number(body, "temperature", 1.0, 0)),
         top_p=float(_number(body, "top_p", 1.0, 0, 1, low_open=True)),

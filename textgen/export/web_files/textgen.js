@@ -11,6 +11,8 @@
 // states, temperature, top-k, top-p and repetition penalty in float32, and the same counter-based
 // noise, so the same prompt, settings and seed give the text `textgen sample` gives. The model runs
 // in LiteRT.js (WebAssembly, on the CPU), which ships in the export folder: no CDN, works offline.
+// A model trained on records (metadata.document) starts each sample at <bos> and the `label`'s
+// token, and ends it at <eos> (or, with `stopAtEnd: false`, runs on, each record after a blank line).
 
 import { Tensor, loadAndCompile, loadLiteRt } from "./litert/litert.js";
 
@@ -36,8 +38,13 @@ export class TextModel {
     this.metadata = metadata;
     this.compiled = compiled;
     this.level = metadata.level;
-    this.vocabulary = metadata.vocabulary; // id -> text; id 0 is the unknown token
-    this.ids = new Map(this.vocabulary.slice(1).map((token, index) => [token, index + 1]));
+    this.document = metadata.document ?? null; // {bos_id, eos_id, label_ids} for a model of records
+    const control = new Set(this.document ? [this.document.bos_id, this.document.eos_id,
+      ...Object.values(this.document.label_ids)] : []);
+    this.vocabulary = metadata.vocabulary.map((token, id) => (control.has(id) ? "" : token)); // id -> text
+    this.ids = new Map(metadata.vocabulary.map((token, id) => [token, id])
+      .filter(([, id]) => id > 0 && !control.has(id))); // text is never cut into <bos>, <eos> or labels
+    this.labels = this.document ? Object.keys(this.document.label_ids) : [];
     this.pattern = this.level === "word" ? new RegExp(metadata.web.word_pattern, "gu") : null;
     this.states = metadata.states; // [{input, output, size}]
     this.runner = compiled.signatures?.[metadata.tflite.signature] ?? compiled;
@@ -74,12 +81,12 @@ export class TextModel {
 
   /** The continuation of `prompt`, piece by piece; `signal` (an AbortSignal) stops it. */
   async *stream({ prompt = "", length = 200, temperature = 0.8, topK = 0, topP = 1, repetitionPenalty = 1,
-                  seed, signal } = {}) {
+                  seed, signal, label = null, stopAtEnd = true } = {}) {
     checkSettings({ length, temperature, topK, topP, repetitionPenalty });
     seed = seed ?? Math.floor(Math.random() * 2 ** 31);
     if (!Number.isInteger(seed)) throw new RangeError("seed must be an integer");
     const vocab = this.vocabulary.length;
-    let ids = this.encode(prompt).filter((id) => id !== 0);
+    let ids = [...this.documentStart(label), ...this.encode(prompt).filter((id) => id !== 0)];
     if (ids.length === 0) ids = [this.metadata.prime_fallback_id];
     const seen = new Uint8Array(vocab);
     for (const id of ids) seen[id] = 1;
@@ -92,12 +99,33 @@ export class TextModel {
         if (signal?.aborted) return;
         const id = choose(logits, seen, settings, step);
         seen[id] = 1;
-        yield this.vocabulary[id];
+        if (this.document && id === this.document.eos_id) {
+          if (stopAtEnd) return;
+          yield "\n\n"; // as textgen sample --no-stop-at-end shows where a record ended
+        } else {
+          yield this.vocabulary[id];
+        }
         if (step < length - 1) [logits, states] = await this.step(id, states);
       }
     } finally {
       for (const tensor of Object.values(states)) tensor.delete();
     }
+  }
+
+  /** A model of records: <bos>, then the label's token (null: none); a model of one text: nothing. */
+  documentStart(label) {
+    if (!this.document) {
+      if (label !== null && label !== undefined) {
+        throw new Error("this model was trained on one text, not on records with labels");
+      }
+      return [];
+    }
+    if (label === null || label === undefined) return [this.document.bos_id];
+    if (!(label in this.document.label_ids)) {
+      const known = this.labels.map((name) => `'${name}'`).join(", ") || "none: it was trained without labels";
+      throw new Error(`unknown label '${label}'; the model knows ${known}`);
+    }
+    return [this.document.bos_id, this.document.label_ids[label]];
   }
 
   /** One token through the step model: its logits, and the next states (the given ones are freed). */
