@@ -5,8 +5,9 @@
 A char model of 2 x 256 LSTM, embedding 64, vocabulary 65 (the shapes of the speed issue) is
 trained for one step on a 65-character corpus, then `textgen sample` is run twice per setting
 with different lengths: the difference of the wall times is the marginal rate (start-up, model
-loading and tracing excluded). The arithmetic bound divides the matmul peak measured in the same
-run by the FLOPs one generated character costs.
+loading and tracing excluded). `--engine compiled`: the compiled loop at every length (`auto` would
+run short jobs in numpy; bench/startup.py measures that). The arithmetic bound divides the matmul
+peak measured in the same run by the FLOPs one generated character costs.
 """
 
 from __future__ import annotations
@@ -36,16 +37,17 @@ def flops_per_char(vocab: int) -> float:
 def run_sample(model: Path, length: int, streams: int) -> float:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "textgen", "sample", str(model), "--length", str(length),
-                    "--num-samples", str(streams), "--seed", "1", "--output", str(model / "out.txt")],
+                    "--num-samples", str(streams), "--seed", "1", "--engine", "compiled",
+                    "--output", str(model / "out.txt")],
                    check=True, capture_output=True)
     return time.perf_counter() - start
 
 
-def make_model(folder: Path) -> Path:
+def make_model(folder: Path, cell: str = "lstm") -> Path:
     """The benchmark's model, `folder/m`: its shapes trained for one step (speed needs no quality)."""
     corpus = folder / "corpus.txt"
     corpus.write_text("".join(ALPHABET[(i * 7) % 64] for i in range(40_000)))
-    subprocess.run([sys.executable, "-m", "textgen", "train", str(corpus), "--cell", "lstm",
+    subprocess.run([sys.executable, "-m", "textgen", "train", str(corpus), "--cell", cell,
                     "--layers", str(LAYERS), "--units", str(UNITS), "--embedding-dim",
                     str(EMBEDDING), "--max-steps", "1", "--no-samples", "--quiet", "--output-dir",
                     str(folder), "--name", "m"], check=True, capture_output=True)

@@ -10,7 +10,7 @@ import pytest
 
 from serving import KEY, LONG, expected, wait_idle
 
-pytestmark = pytest.mark.filterwarnings("ignore::textgen.text_model.UnknownPrimeWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::textgen.sampling_model.UnknownPrimeWarning")
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from textgen.text.tokenizers import CharTokenizer, WordTokenizer
 from helpers import shakespeare, static_site
 from serving import Server
 
-pytestmark = pytest.mark.filterwarnings("ignore::textgen.text_model.UnknownPrimeWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::textgen.sampling_model.UnknownPrimeWarning")
 MULTILINGUAL = ("Ça va? Ünïcödé naïve café — “quotes” and ‘apostrophes’ can’t stop it.\n"
                 "日本語のテキスト、中文字符，한국어 문장. Ελληνικά, русский текст, עברית, العربية.\n"
                 "Emoji 😀👍🏽 and flags 🇫🇷; tabs\tand  double  spaces\u00a0nbsp, x²+y² ≤ ½,\n"

@@ -14,7 +14,7 @@ from typing import Any
 from textgen.errors import TextgenError
 
 __version__ = "0.1.0"
-__all__ = ["TextModel", "TextgenError", "__version__", "load", "serve", "train", "tune"]
+__all__ = ["TextModel", "TextgenError", "__version__", "load", "load_sampler", "serve", "train", "tune"]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from textgen import api
 
         return getattr(api, name)
+    if name == "load_sampler":  # generation only, in numpy: no TensorFlow
+        from textgen.sampling_model import load_sampler
+
+        return load_sampler
     raise AttributeError(f"module 'textgen' has no attribute {name!r}")

@@ -12,11 +12,11 @@ from textgen.export.runtime import (
     LiteRTStep,
     SavedModelStep,
     ServingGenerator,
-    StepGenerator,
-    StepRunner,
     evaluate_steps,
     read_metadata,
+    state_sizes,
 )
+from textgen.generate.step_generator import StepGenerator, StepRunner
 from textgen.store.config import RunConfig
 from textgen.text.pipeline import TokenSource
 from textgen.text.tokenizers import tokenizer_for
@@ -35,7 +35,7 @@ class ExportedTextModel(TextModel):
         if path.suffix == ".tflite":
             self.kind = "tflite"
             self.runner: StepRunner = LiteRTStep(path)
-            self._generator = StepGenerator(self.runner, metadata, tokenizer)
+            self._generator = StepGenerator(self.runner, tokenizer, state_sizes(metadata))
         else:
             import tensorflow as tf
 

@@ -4,22 +4,19 @@ text, check how much it copies, export it."""
 from __future__ import annotations
 
 import os
-import secrets
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
 
-from textgen.errors import TextgenError, TextgenWarning
+from textgen.errors import TextgenError
 from textgen.export.write import ExportResult, export
 from textgen.generate.evaluation import LossTally, evaluate_windows
 from textgen.generate.generator import Generator
 from textgen.generate.novelty import NGRAM_SIZES, measure_novelty
-from textgen.generate.sampling import temperature_list
-from textgen.generate.stopping import DocumentEnd, StopFilter
 from textgen.model.network import load_network
+from textgen.sampling_model import SamplingModel
 from textgen.store import artifacts
 from textgen.store.config import RunConfig
 from textgen.text.corpus import Corpus, TextCorpus, open_corpus
@@ -28,11 +25,7 @@ from textgen.text.records import RecordFormat
 from textgen.text.tokenizers import Tokenizer
 
 
-class UnknownPrimeWarning(TextgenWarning):
-    """Parts of a prime are not in the vocabulary and were skipped."""
-
-
-class TextModel:
+class TextModel(SamplingModel):
     """A trained textgen model: generate text from it, or measure it on held-out text.
 
     >>> model = textgen.load(tiny)
@@ -45,18 +38,8 @@ class TextModel:
     def __init__(self, path: Path, tokenizer: Tokenizer, config: RunConfig, history: dict,
                  keras_model: keras.Model | None = None, *, checkpoint: str = "best"):
         """`keras_model` None: the checkpoint's file is read when the network is first needed."""
-        self.path = path
-        self.tokenizer = tokenizer
-        self.config = config
-        self.history = history
+        super().__init__(path, tokenizer, config, history, checkpoint=checkpoint)
         self._keras_model = keras_model
-        self._checkpoint = checkpoint
-        self._generator: Any = None
-
-    def __repr__(self) -> str:
-        m = self.config.model
-        return (f"TextModel({str(self.path)!r}, {self.config.level}, {m.cell} {m.layers}x{m.units}, "
-                f"vocab {m.vocab_size})")
 
     @property
     def keras_model(self) -> keras.Model:
@@ -65,104 +48,8 @@ class TextModel:
             self._keras_model = load_network(artifacts.checkpoint_path(self.path, self._checkpoint))
         return self._keras_model
 
-    @property
-    def generator(self) -> Any:
-        if self._generator is None:
-            self._generator = Generator(self.keras_model, self.tokenizer)
-        return self._generator
-
-    def unknown_in(self, prime: str) -> list[str]:
-        """Characters or words of `prime` the model has never seen (they are skipped).
-
-        >>> textgen.load(tiny).unknown_in("ROMEO ☃")
-        ['☃']
-        """
-        return self.tokenizer.unknown_pieces(prime)
-
-    def stream(self, prime: str = "", length: int = 200, **options: Any) -> Iterator[list[str]]:
-        """Yield pieces of text per sample as they are generated (the prime is not repeated);
-        `options` as `stream_rows` takes them.
-
-        >>> model = textgen.load(tiny)
-        >>> chunks = list(model.stream("ROMEO:", length=100, num_samples=2, seed=1))
-        >>> [len(c[0]) for c in chunks]      # chunks grow; each holds one piece per sample
-        [16, 32, 52]
-        >>> "".join(c[0] for c in chunks) == model.generate("ROMEO:", 100, seed=1)[len("ROMEO:"):]
-        True
-        """
-        for pieces, _ in self.stream_rows(prime, length, **options):
-            yield pieces
-
-    def stream_rows(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
-                    temperature: float | Sequence[float] = 0.8, top_k: int = 0, top_p: float = 1.0,
-                    repetition_penalty: float = 1.0, stop: Sequence[str] = (), seed: int | None = None,
-                    label: str | None = None,
-                    stop_at_end: bool = True) -> Iterator[tuple[list[str], list[bool]]]:
-        """Yield each chunk's pieces of text per sample, and which samples have ended (every one
-        has when the iteration does), so that finished samples can be shown while others go on.
-
-        `temperature` may be a list, cycled token by token; each sample ends at the first of the
-        `stop` sequences (which is not included); `repetition_penalty` > 1 discourages tokens
-        already in the text (meant for word models). A model trained on records starts a new
-        record (of `label`'s kind if given; `prime` is its beginning) and ends it where the model
-        ends it, unless `stop_at_end` is False: then it runs on into further records, each after
-        a blank line.
-        """
-        temperatures = temperature_list(temperature)
-        check_sampling(length, num_samples, temperatures, top_k, top_p, repetition_penalty)
-        unknown = self.unknown_in(prime)
-        if unknown:
-            warnings.warn(f"skipped what the vocabulary lacks in the prime: "
-                          f"{', '.join(repr(p) for p in unknown[:10])}", UnknownPrimeWarning,
-                          stacklevel=3)
-        seed = secrets.randbelow(2**31) if seed is None else seed
-        stops = StopFilter(stop, num_samples) if stop else None
-        specials = self.tokenizer.specials
-        ends = DocumentEnd(specials.eos, num_samples) if specials and stop_at_end else None
-        filters: list[StopFilter | DocumentEnd] = [f for f in (stops, ends) if f is not None]
-        for block in self.generator.stream(prime, length, num_samples=num_samples,
-                                           temperature=temperatures, top_k=top_k, top_p=top_p,
-                                           repetition_penalty=repetition_penalty, seed=seed, label=label):
-            rows = block if ends is None else ends.cut(block)
-            pieces = [self.tokenizer.decode_records(row) for row in rows]
-            if stops is not None:
-                pieces = stops.feed(pieces)
-                if ends is not None:  # a record that ended: what was held back for a stop is its text
-                    pieces = [piece + (stops.finish(i) if ended else "")
-                              for i, (piece, ended) in enumerate(zip(pieces, ends.done, strict=True))]
-            finished = [any(f.done[i] for f in filters) for i in range(num_samples)]
-            yield pieces, finished
-            if all(finished):
-                return
-        if stops is not None:
-            yield stops.flush(), [True] * num_samples
-
-    def generate_many(self, prime: str = "", length: int = 200, num_samples: int = 2,
-                      **options: Any) -> list[str]:
-        """`num_samples` continuations generated as one batch, each starting with the prime.
-
-        >>> model = textgen.load(tiny)
-        >>> texts = model.generate_many("First", length=30, num_samples=3, seed=1, stop=[":"])
-        >>> len(texts), all(t.startswith("First") and ":" not in t for t in texts)
-        (3, True)
-        """
-        parts = [[prime] for _ in range(num_samples)]
-        for pieces in self.stream(prime, length, num_samples=num_samples, **options):
-            for sample, piece in zip(parts, pieces, strict=True):
-                sample.append(piece)
-        return ["".join(sample) for sample in parts]
-
-    def generate(self, prime: str = "", length: int = 200, **options: Any) -> str:
-        """One continuation of `prime` (prime included), `length` tokens long.
-
-        >>> model = textgen.load(tiny)
-        >>> text = model.generate("ROMEO:", length=40, temperature=0.8, top_p=0.95, seed=1)
-        >>> text.startswith("ROMEO:"), text == model.generate("ROMEO:", 40, top_p=0.95, seed=1)
-        (True, True)
-        >>> model.generate("ROMEO:", 20, temperature=0) == model.generate("ROMEO:", 20, temperature=0)
-        True
-        """
-        return self.generate_many(prime, length, num_samples=1, **options)[0]
+    def _make_generator(self) -> Any:
+        return Generator(self.keras_model, self.tokenizer)
 
     def export(self, output: str | os.PathLike | None = None, *, format: str = "all",
                quantize: str = "none", force: bool = False) -> ExportResult:
@@ -237,20 +124,3 @@ class TextModel:
     def _evaluate_source(self, source: TokenSource, seq_len: int) -> dict:
         return evaluate_windows(self.keras_model, source, seq_len, self.config.train.batch_size,
                                 self._tally())
-
-
-def check_sampling(length: int, num_samples: int, temperatures: list[float], top_k: int,
-                   top_p: float, repetition_penalty: float) -> None:
-    """One clear error for a sampling setting no generator can use."""
-    if length < 1:
-        raise TextgenError("length must be at least 1")
-    if num_samples < 1:
-        raise TextgenError("num-samples must be at least 1")
-    if not temperatures or any(t < 0 for t in temperatures):
-        raise TextgenError("temperature must be 0 (greedy) or more")
-    if repetition_penalty < 1:
-        raise TextgenError("repetition-penalty must be at least 1 (1 is off)")
-    if top_k < 0:
-        raise TextgenError("top-k must be 0 (off) or more")
-    if not 0 < top_p <= 1:
-        raise TextgenError("top-p must be in (0, 1]")

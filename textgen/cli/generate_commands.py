@@ -14,7 +14,7 @@ import click
 from textgen.cli import interactive
 from textgen.cli.params import NON_NEGATIVE, POSITIVE, TemperatureList, start_tensorflow, unescape
 from textgen.errors import TextgenError
-from textgen.store.artifacts import write_text_atomic
+from textgen.store.artifacts import is_export, is_export_folder, write_text_atomic
 
 CHECKPOINT = click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best",
                           show_default=True)
@@ -27,6 +27,25 @@ def load(model: str, checkpoint: str, output_dir: str) -> Any:
     from textgen.api import load as load_model
 
     return load_model(model, checkpoint=checkpoint, output_dir=output_dir)
+
+
+# Up to this --length, `--engine auto` samples a model folder in numpy, whose start-up is a fraction
+# of a second against seconds for TensorFlow's, but whose loop is slower than the compiled one:
+# where they break even (bench/startup.py; bench/RESULTS.md, "Start-up")
+NUMPY_MAX_LENGTH = 20_000
+
+
+def load_for_sampling(model: str, checkpoint: str, output_dir: str, engine: str, length: int) -> Any:
+    """A model folder's network in numpy (no TensorFlow to import) for short jobs, or the compiled
+    generator; an export through `load`."""
+    candidate = Path(model).expanduser()
+    if is_export(candidate) or is_export_folder(candidate):
+        return load(model, checkpoint, output_dir)
+    if engine == "compiled" or (engine == "auto" and length > NUMPY_MAX_LENGTH):
+        return load(model, checkpoint, output_dir)
+    from textgen.sampling_model import load_sampler
+
+    return load_sampler(model, checkpoint=checkpoint, output_dir=output_dir)
 
 
 @click.command()
@@ -55,12 +74,16 @@ def load(model: str, checkpoint: str, output_dir: str) -> Any:
 @click.option("--jsonl", is_flag=True, help="One JSON object per sample and line: {\"text\", \"label\"}.")
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the text to this file instead of the screen.")
+@click.option("--engine", type=click.Choice(["auto", "numpy", "compiled"]), default="auto", show_default=True,
+              help="numpy starts at once (no TensorFlow); compiled (TensorFlow, XLA) takes seconds to "
+                   f"start and then runs faster; auto: numpy up to --length {NUMPY_MAX_LENGTH:,}. "
+                   "The same seed gives the same text.")
 @CHECKPOINT
 @click.option("--interactive", "-i", "prompt_loop", is_flag=True,
               help="A prompt loop: type a prime, get a continuation; :help lists commands.")
 @LOOKUP
 def sample(model, prime, length, temperature, top_k, top_p, num_samples, stop, repetition_penalty,
-           seed, label, stop_at_end, jsonl, output, checkpoint, prompt_loop, output_dir) -> None:
+           seed, label, stop_at_end, jsonl, output, engine, checkpoint, prompt_loop, output_dir) -> None:
     """Generate text from a trained model; from a model trained on records, whole records (each
     ends where the model ends it), separated by blank lines.
 
@@ -69,7 +92,7 @@ def sample(model, prime, length, temperature, top_k, top_p, num_samples, stop, r
       textgen sample tinyshakespeare-char --prime "ROMEO:" --length 300 --seed 1
       textgen sample recipes --label dessert --num-samples 5
     """
-    text_model = load(model, checkpoint, output_dir)
+    text_model = load_for_sampling(model, checkpoint, output_dir, engine, length)
     stops = [unescape(s) for s in stop]
     if prompt_loop:
         _prompt_loop(text_model, interactive.Settings(length, temperature, top_k, top_p, repetition_penalty,

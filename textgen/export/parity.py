@@ -10,8 +10,10 @@ import numpy as np
 import tensorflow as tf
 
 from textgen.errors import TextgenError
-from textgen.export.runtime import LiteRTStep, SavedModelStep, ServingGenerator, StepGenerator, step_logits
-from textgen.generate.generator import Generator, prime_ids
+from textgen.export.runtime import LiteRTStep, SavedModelStep, ServingGenerator, state_sizes, step_logits
+from textgen.generate.generator import Generator
+from textgen.generate.priming import prime_ids
+from textgen.generate.step_generator import StepGenerator
 from textgen.model.network import build_model
 from textgen.store.artifacts import SAVED_MODEL_DIR
 from textgen.store.config import ModelConfig
@@ -54,7 +56,7 @@ def check_parity(keras_model: keras.Model, config: ModelConfig, generator: Gener
             non_builtin = sorted(op for op in runner.op_names() if op.startswith("Flex") or op == "CUSTOM")
             if non_builtin:
                 raise TextgenError(f"the TFLite file needs ops stock LiteRT lacks: {', '.join(non_builtin)}")
-            sampler = StepGenerator(runner, metadata, tokenizer)
+            sampler = StepGenerator(runner, tokenizer, state_sizes(metadata))
             runners[name] = (runner, sampler, metadata[name]["quantization"])
 
     report: dict[str, Any] = {"steps": len(ids), "tolerance": FLOAT_TOLERANCE}

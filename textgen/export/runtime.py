@@ -1,9 +1,9 @@
 """Run exported models: a `.tflite` file through LiteRT, a SavedModel through TensorFlow.
 
-Both are driven through the export's `step` signature (ids and states in, logits and states out),
-sampled with the very same ops as the Keras generator; a SavedModel's generation additionally runs
-its in-graph `serving_default` loop, as a server would. textgen.exported_model puts these behind
-the same API as a trained model.
+Both are driven through the export's `step` signature (ids and states in, logits and states out)
+by textgen.generate.step_generator, which draws what the Keras generator draws; a SavedModel's
+generation additionally runs its in-graph `serving_default` loop, as a server would.
+textgen.exported_model puts these behind the same API as a trained model.
 """
 
 from __future__ import annotations
@@ -11,34 +11,27 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from textgen.errors import TextgenError
 from textgen.generate.evaluation import LossTally
-from textgen.generate.generator import prime_ids
-from textgen.generate.sampling import apply_repetition_penalty, sample_rows, temperature_list
+from textgen.generate.numpy_sampling import temperature_list
+from textgen.generate.priming import prime_ids
+from textgen.generate.step_generator import States, StepRunner
 from textgen.quiet import native_logs_hidden, native_stderr_silenced
 from textgen.store.artifacts import EXPORT_METADATA_FILE
 from textgen.text.pipeline import TokenSource, window_dataset
-from textgen.text.tokenizers import UNK_ID, Tokenizer
+from textgen.text.tokenizers import Tokenizer
 
 STEP_SIGNATURE = "step"
 EXPORT_FORMAT = "textgen-export"
 EXPORT_VERSION = 1
 
-States = dict[str, np.ndarray]
-
 
 def next_state_name(name: str) -> str:
     return f"next_{name}"
-
-
-class StepRunner(Protocol):
-    """One token per row: ids [batch] and states -> logits [batch, vocab] and new states."""
-
-    def __call__(self, ids: np.ndarray, states: States) -> tuple[np.ndarray, States]: ...
 
 
 class LiteRTStep:
@@ -103,8 +96,13 @@ class SavedModelStep:
         return outputs["logits"].numpy(), {name: outputs[next_state_name(name)].numpy() for name in states}
 
 
+def state_sizes(metadata: dict) -> dict[str, int]:
+    """The step signature's state inputs and their sizes, in order."""
+    return {s["input"]: s["size"] for s in metadata["states"]}
+
+
 def zero_states(metadata: dict, batch: int) -> States:
-    return {s["input"]: np.zeros((batch, s["size"]), np.float32) for s in metadata["states"]}
+    return {name: np.zeros((batch, size), np.float32) for name, size in state_sizes(metadata).items()}
 
 
 def step_logits(runner: StepRunner, metadata: dict, ids: np.ndarray) -> np.ndarray:
@@ -115,71 +113,6 @@ def step_logits(runner: StepRunner, metadata: dict, ids: np.ndarray) -> np.ndarr
         step, states = runner(ids[:, t], states)
         logits.append(step)
     return np.stack(logits, axis=1)
-
-
-class StepGenerator:
-    """Sampling over a step runner with the Keras generator's own sampling ops and seeds.
-
-    The prime is fed token by token (a step model has no sequence kernel), then each new token
-    costs one call of the runner and one of a compiled sampling function.
-    """
-
-    def __init__(self, runner: StepRunner, metadata: dict, tokenizer: Tokenizer):
-        import tensorflow as tf
-
-        self.runner = runner
-        self.metadata = metadata
-        self.tokenizer = tokenizer
-        vocab = tokenizer.vocab_size
-        banned = np.zeros(vocab, bool)
-        banned[UNK_ID] = True
-
-        rows = [tf.TensorSpec([None], dtype) for dtype in
-                (tf.float32, tf.int32, tf.float32, tf.float32, tf.int32, tf.int32, tf.int32)]
-
-        @tf.function(input_signature=[tf.TensorSpec([None, vocab], tf.float32),
-                                      tf.TensorSpec([None, vocab], tf.bool), *rows])
-        def choose(logits, seen, temperature, top_k, top_p, penalty, seeds, steps, rows):
-            """One token per row, each with its own settings and noise (see sampling.sample_rows)."""
-            penalised = tf.cond(tf.reduce_any(penalty != 1),
-                                lambda: apply_repetition_penalty(logits, seen, penalty), lambda: logits)
-            ids = sample_rows(penalised, temperature, top_k, top_p, seeds, steps, rows, tf.constant(banned))
-            return ids, tf.logical_or(seen, tf.one_hot(ids, vocab, on_value=True, off_value=False))
-
-        self.choose = choose
-
-    def prime(self, prime: str, num_samples: int,
-              label: str | None = None) -> tuple[np.ndarray, States, np.ndarray]:
-        """Feed the prime token by token: logits after its last token, states, and seen mask."""
-        ids = prime_ids(self.tokenizer, prime, label)
-        states = zero_states(self.metadata, num_samples)
-        seen = np.zeros((num_samples, self.tokenizer.vocab_size), bool)
-        seen[:, ids] = True
-        for token in ids:
-            logits, states = self.runner(np.full(num_samples, token, np.int32), states)
-        return logits, states, seen
-
-    def stream(self, prime: str = "", length: int = 200, *, num_samples: int = 1,
-               temperature: float | Sequence[float] = 0.8, top_k: int = 0, top_p: float = 1.0,
-               repetition_penalty: float = 1.0, seed: int = 0, label: str | None = None,
-               chunk: int = 64) -> Iterator[np.ndarray]:
-        temperatures = temperature_list(temperature)
-        logits, states, seen = self.prime(prime, num_samples, label)
-        full = lambda value, dtype: np.full(num_samples, value, dtype)  # noqa: E731
-        fixed = (full(top_k, np.int32), full(top_p, np.float32), full(repetition_penalty, np.float32),
-                 full(seed, np.int32))
-        rows = np.arange(num_samples, dtype=np.int32)
-        block: list[np.ndarray] = []
-        for step in range(length):
-            temperature_now = full(temperatures[step % len(temperatures)], np.float32)
-            new, seen = self.choose(logits, seen, temperature_now, *fixed, full(step, np.int32), rows)
-            new = new.numpy()
-            block.append(new)
-            if len(block) == chunk or step == length - 1:
-                yield np.stack(block, axis=1)
-                block = []
-            if step < length - 1:
-                logits, states = self.runner(new, states)
 
 
 class ServingGenerator:

@@ -18,8 +18,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from textgen.errors import TextgenError
-from textgen.generate.sampling import apply_repetition_penalty, sample_rows, temperature_list
+from textgen.generate.numpy_sampling import temperature_list
+from textgen.generate.priming import fallback_id, prime_ids
+from textgen.generate.sampling import apply_repetition_penalty, sample_rows
 from textgen.model.cells import cell_math, weights_split
 from textgen.model.fast_recurrent import batch_parts, loop_parts
 from textgen.model.network import TiedEmbedding, output_weights, recurrent_layers
@@ -45,26 +46,6 @@ def chunk_sizes(length: int, num_samples: int) -> Iterator[int]:
         yield min(size, length - done)
         done += size
         size = min(2 * size, cap)
-
-
-def fallback_id(tokenizer: Tokenizer) -> int:
-    """What an empty prime starts from: a line break, or id 1 if the vocabulary has none."""
-    newline = tokenizer.encode("\n")
-    return int(newline[0]) if len(newline) and newline[0] != UNK_ID else 1
-
-
-def prime_ids(tokenizer: Tokenizer, prime: str, label: str | None = None) -> np.ndarray:
-    """What generation starts from: the ids of the prime's known pieces, after <bos> and the label's
-    token for a model of records; a model of one text falls back to a line break without any."""
-    ids = tokenizer.encode(prime)
-    ids = ids[ids != UNK_ID]
-    specials = tokenizer.specials
-    if specials is None:
-        if label is not None:
-            raise TextgenError("this model was trained on one text, not on records with labels")
-        return ids if len(ids) else np.array([fallback_id(tokenizer)], np.int32)
-    head = [specials.bos] if label is None else [specials.bos, specials.label_id(label)]
-    return np.concatenate([np.array(head, np.int32), ids])
 
 
 class RowSettings(NamedTuple):

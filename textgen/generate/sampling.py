@@ -9,16 +9,9 @@ tokens, whatever else shares the batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import tensorflow as tf
 
 NEG_INF = -1e9
-
-
-def temperature_list(temperature: float | Sequence[float]) -> list[float]:
-    """One temperature or several (cycled token by token), as a list."""
-    return [temperature] if isinstance(temperature, (int, float)) else list(temperature)
 
 
 def per_row(value: tf.Tensor | float | int, logits: tf.Tensor, dtype: tf.DType) -> tf.Tensor:

@@ -34,7 +34,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from textgen.errors import TextgenError
-from textgen.generate.generator import prime_ids
+from textgen.generate.priming import prime_ids
 from textgen.serving.engine import Engine, Job, Pieces, QueueFull, Sampling
 from textgen.serving.models import ServedModel
 from textgen.serving.protocol import (

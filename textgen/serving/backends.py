@@ -8,8 +8,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from textgen.export.runtime import StepGenerator
-from textgen.generate.generator import Generator, RowSettings, prime_ids
+from textgen.generate.generator import Generator, RowSettings
+from textgen.generate.priming import prime_ids
+from textgen.generate.step_generator import StepGenerator
 from textgen.text.tokenizers import Tokenizer
 
 
@@ -81,7 +82,7 @@ class GeneratorBackend(_Texts):
 
 class StepBackend(_Texts):
     """An export: its step model fed token by token for the prompt and for every new token, each
-    token chosen by the same per-row sampling ops (one call per token for the whole batch)."""
+    token chosen by the step generator's per-row sampler (one call per token for the whole batch)."""
 
     def __init__(self, sampler: StepGenerator):
         self.sampler = sampler
@@ -91,16 +92,13 @@ class StepBackend(_Texts):
         primed = []
         for prompt, n, label in prompts:
             logits, states, seen = self.sampler.prime(prompt, n, label)
-            primed.append(Primed(logits, [states[name] for name in self._names()], seen,
+            primed.append(Primed(logits, [states[name] for name in self.sampler.state_names], seen,
                                  len(prime_ids(self.tokenizer, prompt, label))))
         return primed
 
-    def _names(self) -> list[str]:
-        return [state["input"] for state in self.sampler.metadata["states"]]
-
     def sample(self, logits: Any, states: list[Any], seen: Any, steps: int,
                settings: dict[str, np.ndarray]) -> tuple[np.ndarray, Any, list[Any], Any]:
-        named = dict(zip(self._names(), (np.asarray(s) for s in states), strict=True))
+        named = dict(zip(self.sampler.state_names, (np.asarray(s) for s in states), strict=True))
         logits, seen = np.asarray(logits), np.asarray(seen)
         fixed = [settings[name] for name in ("top_k", "top_p", "penalty", "seeds")]
         cycle = settings["temperatures"].shape[1]
@@ -109,7 +107,6 @@ class StepBackend(_Texts):
             step = settings["steps"] + i
             temperature = settings["temperatures"][np.arange(len(step)), step % cycle]
             ids, seen = self.sampler.choose(logits, seen, temperature, *fixed, step, settings["rows"])
-            ids, seen = ids.numpy(), seen.numpy()
             tokens.append(ids)
             logits, named = self.sampler.runner(ids, named)
         return np.stack(tokens, axis=1), logits, list(named.values()), seen

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textgen.errors import TextgenError
-from textgen.export.runtime import StepGenerator
+from textgen.export.runtime import state_sizes
 from textgen.export.web import WEB_DIR
 from textgen.exported_model import ExportedTextModel
+from textgen.generate.step_generator import StepGenerator
 from textgen.loading import load
 from textgen.serving.backends import GeneratorBackend, StepBackend
 from textgen.serving.engine import Engine, batch_sizes
@@ -72,4 +73,4 @@ def load_models(specs: list[str], *, output_dir: str | os.PathLike = "saved_mode
 def _step_sampler(model: ExportedTextModel) -> StepGenerator:
     """A SavedModel served through its `step` signature, token by token, like a `.tflite` (its
     `serving_default` runs a whole request in one call, which cannot share a batch)."""
-    return StepGenerator(model.runner, model.metadata, model.tokenizer)
+    return StepGenerator(model.runner, model.tokenizer, state_sizes(model.metadata))

@@ -1,0 +1,113 @@
+"""Generation without TensorFlow: the numpy sampler draws what the compiled one draws, the numpy
+network computes Keras' logits, and `textgen sample` runs on them, writing the API's text."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from textgen.generate import numpy_sampling
+
+
+def test_the_numpy_sampler_draws_what_the_compiled_sampler_draws():
+    import tensorflow as tf
+
+    from textgen.generate import sampling
+
+    rng = np.random.default_rng(0)
+    banned = np.zeros(97, bool)
+    banned[0] = True
+    for trial in range(40):
+        batch = 8
+        logits = (rng.normal(size=(batch, 97)) * rng.uniform(0.5, 4)).astype(np.float32)
+        settings = (rng.choice([0.0, 0.3, 0.8, 1.5], batch).astype(np.float32),
+                    rng.choice([0, 1, 5, 200], batch).astype(np.int32),
+                    rng.choice([1.0, 0.5, 0.9, 0.99], batch).astype(np.float32),
+                    rng.integers(-2**31, 2**31 - 1, batch).astype(np.int32),
+                    rng.integers(0, 10_000, batch).astype(np.int32),
+                    rng.permutation(batch).astype(np.int32))
+        expected = sampling.sample_rows(tf.constant(logits), *map(tf.constant, settings), tf.constant(banned))
+        drawn = numpy_sampling.sample_rows(logits, *settings, banned)
+        np.testing.assert_array_equal(drawn, expected.numpy(), err_msg=f"trial {trial}")
+        seen = rng.random((batch, 97)) < 0.3
+        penalty = rng.choice([1.0, 1.3], batch).astype(np.float32)
+        penalised = sampling.apply_repetition_penalty(*map(tf.constant, (logits, seen, penalty)))
+        np.testing.assert_array_equal(numpy_sampling.apply_repetition_penalty(logits, seen, penalty),
+                                      penalised.numpy())
+
+
+@pytest.mark.parametrize("cell, tie_weights", [("gru", False), ("lstm", False), ("rnn", False),
+                                               ("lstm", True)])
+def test_the_numpy_network_computes_the_keras_logits(cell, tie_weights, tmp_path):
+    import keras
+
+    from textgen.generate.numpy_network import NumpyNetwork
+    from textgen.model.network import build_model
+    from textgen.store.config import ModelConfig
+
+    keras.utils.set_random_seed(1)
+    config = ModelConfig(vocab_size=41, cell=cell, layers=2, units=24, dropout=0.1, embedding_dropout=0.1,
+                         embedding_dim=24 if tie_weights else 12, tie_weights=tie_weights)
+    model = build_model(config)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    ids = np.random.default_rng(2).integers(0, 41, size=(3, 30)).astype(np.int32)
+    expected = keras.ops.convert_to_numpy(model(ids, training=False))
+
+    network = NumpyNetwork(path)
+    states = network.zero_states(3)
+    logits = []
+    for t in range(ids.shape[1]):
+        step, states = network(ids[:, t], states)
+        logits.append(step)
+    np.testing.assert_allclose(np.stack(logits, axis=1), expected, atol=2e-5)
+    assert list(states) == (["h0", "c0", "h1", "c1"] if cell == "lstm" else ["h0", "h1"])
+
+
+@pytest.mark.parametrize("options", [
+    {"seed": 3},
+    {"seed": 4, "temperature": [0.5, 1.2], "top_k": 8, "top_p": 0.9, "num_samples": 3},
+    {"seed": 5, "temperature": 0.0, "stop": ["\n\n"]},
+    {"seed": 6, "repetition_penalty": 1.3, "num_samples": 2},
+])
+def test_the_numpy_sampler_writes_the_compiled_generators_text(char_model, word_model, options):
+    import textgen
+
+    for model in (char_model, word_model):
+        compiled, lean = textgen.load(model), textgen.load_sampler(model)
+        assert (lean.generate_many("First", 120, **{"num_samples": 1, **options})
+                == compiled.generate_many("First", 120, **{"num_samples": 1, **options}))
+
+
+def test_sample_runs_without_tensorflow(char_model):
+    """`textgen sample` on a model folder imports neither TensorFlow nor Keras, and writes the
+    text the Python API gives for the same seed."""
+    script = ("import sys\nfrom textgen.cli import main\n"
+              f"code = main(['sample', {str(char_model)!r}, '--prime', 'ROMEO:', '--length', '150', "
+              "'--seed', '7', '--top-p', '0.95'])\n"
+              "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
+              "print('IMPORTED', heavy)\nsys.exit(code)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    text, imported = result.stdout.rsplit("IMPORTED ", 1)
+    assert imported.strip() == "[]"
+    import textgen
+
+    assert text == textgen.load(char_model).generate("ROMEO:", 150, seed=7, top_p=0.95) + "\n"
+
+
+def test_each_engine_writes_the_same_samples(char_model, capsys):
+    from helpers import run_cli
+
+    outputs = {}
+    for engine in ("numpy", "compiled", "auto"):
+        code, outputs[engine], err = run_cli(["sample", char_model, "--length", "80", "--num-samples", "2",
+                                              "--seed", "11", "--engine", engine], capsys)
+        assert code == 0, err
+    assert outputs["numpy"] == outputs["compiled"] == outputs["auto"]
+    assert "=== sample 2 ===" in outputs["auto"]
+    code, _, err = run_cli(["sample", char_model, "--engine", "jax"], capsys)
+    assert code == 2 and "'--engine'" in err and len(err.strip().splitlines()) == 1

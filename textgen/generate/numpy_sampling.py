@@ -1,0 +1,81 @@
+"""textgen.generate.sampling in numpy, for generation that runs without TensorFlow (a model file's
+network in numpy, a `.tflite` file through LiteRT): the same filters, the same hashed noise, in
+float32, so that the same seed draws the same tokens (tests hold the two against each other).
+Importing TensorFlow takes seconds; this module imports numpy only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+NEG_INF = np.float32(-1e9)
+
+
+def temperature_list(temperature: float | Sequence[float]) -> list[float]:
+    """One temperature or several (cycled token by token), as a list."""
+    return [temperature] if isinstance(temperature, (int, float)) else list(temperature)
+
+
+def _mix32(x: np.ndarray) -> np.ndarray:
+    x = (x ^ (x >> np.uint32(16))) * np.uint32(0x85EBCA6B)
+    x = (x ^ (x >> np.uint32(13))) * np.uint32(0xC2B2AE35)
+    return x ^ (x >> np.uint32(16))
+
+
+def row_noise(vocab: int, seeds: np.ndarray, steps: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Uniform numbers in (0, 1), [batch, vocab]: sampling.row_noise's hash of (seed, step, row)."""
+    with np.errstate(over="ignore"):  # the hash multiplies modulo 2**32 on purpose
+        mixed_seeds = _mix32(seeds.astype(np.uint32) + np.uint32(0x9E3779B9))
+        key = _mix32(mixed_seeds ^ steps.astype(np.uint32))
+        counter = (rows.astype(np.int64)[:, None] * vocab + np.arange(vocab)[None, :]).astype(np.uint32)
+        bits = _mix32(_mix32(counter) ^ key[:, None])
+    return (bits >> np.uint32(8)).astype(np.float32) * np.float32(2.0**-24) + np.float32(2.0**-25)
+
+
+def _filter_top_k(logits: np.ndarray, top_k: np.ndarray) -> np.ndarray:
+    vocab = logits.shape[-1]
+    k = np.where(top_k > 0, np.minimum(top_k, vocab), vocab)
+    ordered = -np.sort(-logits, axis=-1)
+    kth = np.take_along_axis(ordered, (k - 1)[:, None], axis=-1)
+    return np.where(logits < kth, NEG_INF, logits)
+
+
+def _filter_top_p(logits: np.ndarray, top_p: np.ndarray) -> np.ndarray:
+    p = top_p[:, None]
+    sorted_logits = -np.sort(-logits, axis=-1)
+    exp = np.exp(sorted_logits - sorted_logits[:, :1])
+    probs = exp / exp.sum(axis=-1, keepdims=True, dtype=np.float32)
+    before = np.zeros_like(probs)  # the mass before each token (an exclusive sum)
+    np.cumsum(probs[:, :-1], axis=-1, dtype=np.float32, out=before[:, 1:])
+    keep = (before < p) | (np.arange(logits.shape[-1]) == 0)[None, :]
+    kept = np.where(keep, sorted_logits, sorted_logits.max(axis=-1, keepdims=True))
+    cutoff = kept.min(axis=-1, keepdims=True)
+    filtered = np.where(logits < cutoff, NEG_INF, logits)
+    return np.where(p < 1, filtered, logits)
+
+
+def apply_repetition_penalty(logits: np.ndarray, seen: np.ndarray, penalty: np.ndarray) -> np.ndarray:
+    """Tokens already in the text (`seen`, [batch, vocab] bool) less likely; `penalty` per row."""
+    penalty = penalty.astype(np.float32)[:, None]
+    return np.where(seen, np.where(logits > 0, logits / penalty, logits * penalty), logits)
+
+
+def sample_rows(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray, top_p: np.ndarray,
+                seeds: np.ndarray, steps: np.ndarray, rows: np.ndarray,
+                banned: np.ndarray | None = None) -> np.ndarray:
+    """logits [batch, vocab] -> ids [batch], every setting one per row: sampling.sample_rows."""
+    logits = logits.astype(np.float32, copy=False)
+    if banned is not None:
+        logits = np.where(banned[None, :], NEG_INF, logits)
+    temperature = temperature.astype(np.float32)
+    greedy = logits.argmax(axis=-1)
+    scaled = logits / np.maximum(temperature, np.float32(1e-6))[:, None]
+    if (top_k > 0).any():
+        scaled = _filter_top_k(scaled, top_k)
+    if (top_p < 1).any():
+        scaled = _filter_top_p(scaled, top_p.astype(np.float32))
+    noise = -np.log(-np.log(row_noise(logits.shape[-1], seeds, steps, rows)))
+    sampled = (scaled + noise).argmax(axis=-1)
+    return np.where(temperature > 0, sampled, greedy).astype(np.int32)
