@@ -34,9 +34,15 @@ def matmul_peak_gflops(size: int = 2048, seconds: float = 2.0) -> float:
     return max(tf_rate, rate(np.matmul, a, b))
 
 
+# What limits each library's instruction set: XLA, oneDNN (TensorFlow's and PyTorch's), PyTorch's
+# own kernels, and NumPy's OpenBLAS (whose matmul sets the peak: Haswell is AVX2 with FMA)
+EMULATION_VARIABLES = ("XLA_FLAGS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OPENBLAS_CORETYPE")
+
+
 def machine() -> dict:
     """The CPU, its widest vector instructions, and the limits set to emulate a narrower one (e.g.
-    XLA_FLAGS=--xla_cpu_max_isa=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 on an AVX-512 machine)."""
+    XLA_FLAGS=--xla_cpu_max_isa=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
+    OPENBLAS_CORETYPE=Haswell on an AVX-512 machine)."""
     model, flags = "unknown", set()
     try:
         lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
@@ -49,6 +55,5 @@ def machine() -> dict:
             flags = set(line.split(":", 1)[1].split())
     isa = ("AVX-512 with AMX" if "amx_tile" in flags else "AVX-512" if "avx512f" in flags
            else "AVX2" if "avx2" in flags else "older than AVX2")
-    limits = {name: os.environ[name] for name in ("XLA_FLAGS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
-              if name in os.environ}
+    limits = {name: os.environ[name] for name in EMULATION_VARIABLES if name in os.environ}
     return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "isa": isa, "isa_limits": limits or None}

@@ -48,6 +48,12 @@ def test_bf16_speedup_is_a_measured_ratio():
     assert 0 < bf16_speedup() < 100
 
 
+def test_a_onednn_limit_without_bfloat16_means_float32(monkeypatch):
+    """Emulating an AVX2 CPU (ONEDNN_MAX_CPU_ISA=AVX2): oneDNN would abort on a bfloat16 matmul."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert bf16_speedup() == 0.0 and resolve_precision("auto", capabilities=[]) == "float32"
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_keeps_logits_and_variables_float32(policy):
     with precision.applied(policy):

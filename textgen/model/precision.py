@@ -4,6 +4,7 @@ the length of a run."""
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -23,6 +24,10 @@ POLICIES = ("float32", BF16_PRODUCTS, "mixed_float16", "mixed_bfloat16")
 # its float32 one: below the spread measured on AVX512_BF16 without AMX, where it still paid
 # (bench/RESULTS.md, "bfloat16 products"); CPUs without bfloat16 hardware emulate it, slowly
 MIN_BF16_SPEEDUP = 1.5
+# oneDNN instruction sets without bfloat16 arithmetic: with ONEDNN_MAX_CPU_ISA set to one of them
+# (emulating an older CPU on a newer one), oneDNN cannot build a bfloat16 matmul and aborts the
+# process, where TensorFlow on such a CPU would have used another kernel
+NO_BF16_ISAS = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"}
 
 
 def gpu_capabilities() -> list[tuple[int, int]]:
@@ -35,7 +40,10 @@ def gpu_capabilities() -> list[tuple[int, int]]:
 
 
 def bf16_speedup() -> float:
-    """How many times faster this machine multiplies bfloat16 matrices than float32 ones."""
+    """How many times faster this machine multiplies bfloat16 matrices than float32 ones (0 when
+    oneDNN is limited to instructions without bfloat16)."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in NO_BF16_ISAS:
+        return 0.0
     return measured_matmul_flops("bfloat16") / measured_matmul_flops("float32")
 
 
