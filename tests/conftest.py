@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# XLA's compiled code (textgen.compile_cache) goes to a folder of the run, not the user's cache
+os.environ.setdefault("TEXTGEN_XLA_CACHE", tempfile.mkdtemp(prefix="textgen-xla-"))
 # A shell without job control starts background commands (`pytest &`) with Ctrl-C ignored, which
 # their children inherit: the Ctrl-C tests would see no interrupt. Tests send their own SIGINTs.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:

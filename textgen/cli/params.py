@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from textgen import compile_cache
 from textgen.store.config import LEVELS, PRECISIONS, TrainConfig
 
 POSITIVE = click.IntRange(min=1)
@@ -63,7 +64,8 @@ def given(ctx: click.Context, name: str) -> bool:
 
 
 def start_tensorflow() -> None:
-    """Import TensorFlow, hiding its C++ start-up chatter unless --verbose.
+    """Import TensorFlow, with XLA's compiled code kept between runs (textgen.compile_cache), hiding
+    its C++ start-up chatter unless --verbose.
 
     TensorFlow writes those lines straight to file descriptor 2 while it is imported, before any
     log setting applies, so stderr is pointed at /dev/null for the import only. Python
@@ -71,6 +73,8 @@ def start_tensorflow() -> None:
     """
     ctx = click.get_current_context(silent=True)
     verbose = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
+    if "tensorflow" not in sys.modules:
+        compile_cache.enable()
     if verbose or "tensorflow" in sys.modules:
         import tensorflow
         return
