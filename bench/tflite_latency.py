@@ -35,7 +35,7 @@ def textgen(*args: str) -> None:
 
 
 def latency(path: Path) -> dict[str, float]:
-    from textgen.export.runtime import LiteRTStep
+    from textgen.export.litert import LiteRTStep
 
     metadata = json.loads((path.parent / "metadata.json").read_text(encoding="utf-8"))
     step = LiteRTStep(path, num_threads=1)

@@ -53,7 +53,7 @@ def test_seeded_sampling_gives_the_same_text_in_every_runtime(exported, capsys):
 @pytest.mark.parametrize("cell", CELLS)
 def test_float_exports_give_keras_logits_over_300_steps(exported, cell):
     import textgen
-    from textgen.export.runtime import step_logits
+    from textgen.export.litert import step_logits
 
     model = textgen.load(exported[cell])
     ids = model.tokenizer.encode(shakespeare()[50_000:50_300])[np.newaxis, :]
@@ -111,7 +111,7 @@ def test_exports_hold_each_weight_once(exported):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_tflite_runs_on_builtin_ops_and_matches_its_metadata(exported, cell):
-    from textgen.export.runtime import LiteRTStep
+    from textgen.export.litert import LiteRTStep
 
     export_dir = exported[cell] / "export"
     metadata = json.loads((export_dir / "metadata.json").read_text(encoding="utf-8"))
@@ -247,7 +247,7 @@ def test_mobile_guide_uses_only_names_the_exporter_writes(exported, exported_wor
     metadata name (or file name) that a real export has, and the essential ones are all used."""
     import re
 
-    from textgen.export.runtime import LiteRTStep
+    from textgen.export.litert import LiteRTStep
 
     guide = (Path(__file__).resolve().parents[1] / "docs" / "mobile.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```(?:kotlin|swift)\n(.*?)```", guide, flags=re.S)

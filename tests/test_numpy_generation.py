@@ -82,21 +82,36 @@ def test_the_numpy_sampler_writes_the_compiled_generators_text(char_model, word_
                 == compiled.generate_many("First", 120, **{"num_samples": 1, **options}))
 
 
-def test_sample_runs_without_tensorflow(char_model):
-    """`textgen sample` on a model folder imports neither TensorFlow nor Keras, and writes the
-    text the Python API gives for the same seed."""
+def run_without_tensorflow(args: list[str]) -> str:
+    """`textgen ARGS` in a fresh process, which must import neither TensorFlow nor Keras nor write
+    to stderr (LiteRT's start-up line included): its output."""
     script = ("import sys\nfrom textgen.cli import main\n"
-              f"code = main(['sample', {str(char_model)!r}, '--prime', 'ROMEO:', '--length', '150', "
-              "'--seed', '7', '--top-p', '0.95'])\n"
+              f"code = main({args!r})\n"
               "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
               "print('IMPORTED', heavy)\nsys.exit(code)\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0 and result.stderr == "", result.stderr
     text, imported = result.stdout.rsplit("IMPORTED ", 1)
     assert imported.strip() == "[]"
+    return text
+
+
+def test_sample_runs_without_tensorflow(char_model, tflite_file):
+    """`textgen sample` on a model folder or a `.tflite` file imports neither TensorFlow nor Keras,
+    and writes the text the Python API gives for the same seed."""
     import textgen
 
-    assert text == textgen.load(char_model).generate("ROMEO:", 150, seed=7, top_p=0.95) + "\n"
+    expected = textgen.load(char_model).generate("ROMEO:", 150, seed=7, top_p=0.95) + "\n"
+    for model in (char_model, tflite_file):
+        assert run_without_tensorflow(["sample", str(model), "--prime", "ROMEO:", "--length", "150",
+                                       "--seed", "7", "--top-p", "0.95"]) == expected
+
+
+def test_a_missing_tflite_file_is_one_error(tmp_path, capsys):
+    from helpers import run_cli
+
+    code, out, err = run_cli(["sample", tmp_path / "phone.tflite"], capsys)
+    assert code == 2 and "no such file" in err and len(err.strip().splitlines()) == 1 and out == ""
 
 
 def test_each_engine_writes_the_same_samples(char_model, capsys):

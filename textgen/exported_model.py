@@ -8,18 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from textgen.errors import TextgenError
-from textgen.export.runtime import (
-    LiteRTStep,
-    SavedModelStep,
-    ServingGenerator,
-    evaluate_steps,
-    read_metadata,
-    state_sizes,
-)
+from textgen.export.litert import LiteRTStep, export_tokenizer, read_metadata, state_sizes
+from textgen.export.runtime import SavedModelStep, ServingGenerator, evaluate_steps
 from textgen.generate.step_generator import StepGenerator, StepRunner
 from textgen.store.config import RunConfig
 from textgen.text.pipeline import TokenSource
-from textgen.text.tokenizers import tokenizer_for
 from textgen.text_model import TextModel
 
 
@@ -29,7 +22,7 @@ class ExportedTextModel(TextModel):
     keras_model = None  # an export has no Keras network
 
     def __init__(self, path: Path, metadata: dict):
-        tokenizer = tokenizer_for(metadata["level"])(metadata["vocabulary"][1:])
+        tokenizer = export_tokenizer(metadata)
         super().__init__(path, tokenizer, RunConfig.from_dict(metadata["textgen"]["config"]), {})
         self.metadata = metadata
         if path.suffix == ".tflite":

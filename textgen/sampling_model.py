@@ -1,7 +1,8 @@
 """The text-making half of a trained model: prime, sample, stream, stop; what `textgen sample`
 needs, without TensorFlow. `load_sampler` runs a model folder's network in numpy
-(textgen.generate.numpy_network), which starts in a fraction of a second where importing
-TensorFlow takes several; TextModel adds the compiled generator, evaluation and export on top.
+(textgen.generate.numpy_network), or a `.tflite` export through LiteRT, which start in a fraction
+of a second where importing TensorFlow takes several; TextModel adds the compiled generator,
+evaluation and export on top.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from textgen.errors import TextgenError, TextgenWarning
+from textgen.export.litert import LiteRTStep, export_tokenizer, read_metadata, state_sizes
 from textgen.generate.numpy_network import NumpyNetwork
 from textgen.generate.numpy_sampling import temperature_list
 from textgen.generate.step_generator import StepGenerator
@@ -173,9 +175,18 @@ def check_sampling(length: int, num_samples: int, temperatures: list[float], top
 
 def load_sampler(model: str | os.PathLike, *, checkpoint: str = "best",
                  output_dir: str | os.PathLike = "saved_models") -> SamplingModel:
-    """A model folder (or a model name inside `output_dir`) for generation only, run in numpy: the
-    same text as `textgen.load(model).generate(...)` for the same seed, without importing
-    TensorFlow. (Exports are run by `textgen.load`.)"""
+    """A model folder (or a model name inside `output_dir`) for generation only, run in numpy, or
+    an exported `.tflite` file, run by LiteRT: the same text as `textgen.load(model).generate(...)`
+    for the same seed, without importing TensorFlow. (SavedModels are run by `textgen.load`.)"""
+    candidate = Path(model).expanduser()
+    if candidate.suffix == ".tflite":
+        if not candidate.is_file():
+            raise TextgenError(f"{candidate}: no such file")
+        metadata = read_metadata(candidate.parent)
+        tokenizer = export_tokenizer(metadata)
+        sampler = SamplingModel(candidate, tokenizer, RunConfig.from_dict(metadata["textgen"]["config"]), {})
+        sampler._generator = StepGenerator(LiteRTStep(candidate), tokenizer, state_sizes(metadata))
+        return sampler
     path = artifacts.resolve_model_dir(model, output_dir)
     tokenizer, config, history = artifacts.read_model_folder(path)
     sampler = SamplingModel(path, tokenizer, config, history, checkpoint=checkpoint)

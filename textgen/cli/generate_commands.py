@@ -12,7 +12,14 @@ from typing import Any
 import click
 
 from textgen.cli import interactive
-from textgen.cli.params import NON_NEGATIVE, POSITIVE, TemperatureList, start_tensorflow, unescape
+from textgen.cli.params import (
+    NON_NEGATIVE,
+    POSITIVE,
+    TemperatureList,
+    hide_native_logs,
+    start_tensorflow,
+    unescape,
+)
 from textgen.errors import TextgenError
 from textgen.store.artifacts import is_export, is_export_folder, write_text_atomic
 
@@ -36,15 +43,17 @@ NUMPY_MAX_LENGTH = 20_000
 
 
 def load_for_sampling(model: str, checkpoint: str, output_dir: str, engine: str, length: int) -> Any:
-    """A model folder's network in numpy (no TensorFlow to import) for short jobs, or the compiled
-    generator; an export through `load`."""
+    """Without TensorFlow to import: a model folder's network in numpy for short jobs, a `.tflite`
+    file through LiteRT. Otherwise the compiled generator, or a SavedModel through TensorFlow."""
     candidate = Path(model).expanduser()
-    if is_export(candidate) or is_export_folder(candidate):
+    tflite = candidate.suffix == ".tflite"
+    if not tflite and (is_export(candidate) or is_export_folder(candidate)):
         return load(model, checkpoint, output_dir)
-    if engine == "compiled" or (engine == "auto" and length > NUMPY_MAX_LENGTH):
+    if not tflite and (engine == "compiled" or (engine == "auto" and length > NUMPY_MAX_LENGTH)):
         return load(model, checkpoint, output_dir)
     from textgen.sampling_model import load_sampler
 
+    hide_native_logs()
     return load_sampler(model, checkpoint=checkpoint, output_dir=output_dir)
 
 
@@ -75,9 +84,10 @@ def load_for_sampling(model: str, checkpoint: str, output_dir: str, engine: str,
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the text to this file instead of the screen.")
 @click.option("--engine", type=click.Choice(["auto", "numpy", "compiled"]), default="auto", show_default=True,
-              help="numpy starts at once (no TensorFlow); compiled (TensorFlow, XLA) takes seconds to "
-                   f"start and then runs faster; auto: numpy up to --length {NUMPY_MAX_LENGTH:,}. "
-                   "The same seed gives the same text.")
+              help="A model folder: numpy starts at once (no TensorFlow); compiled (TensorFlow, XLA) takes "
+                   f"seconds to start and then runs faster; auto: numpy up to --length {NUMPY_MAX_LENGTH:,}. "
+                   "The same seed gives the same text. (A .tflite runs in LiteRT, a SavedModel in "
+                   "TensorFlow.)")
 @CHECKPOINT
 @click.option("--interactive", "-i", "prompt_loop", is_flag=True,
               help="A prompt loop: type a prime, get a continuation; :help lists commands.")

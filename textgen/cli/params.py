@@ -63,6 +63,16 @@ def given(ctx: click.Context, name: str) -> bool:
                                                   click.core.ParameterSource.DEFAULT_MAP)
 
 
+def hide_native_logs() -> bool:
+    """Unless --verbose, ask native libraries (TensorFlow, LiteRT) to keep their start-up lines to
+    themselves (textgen.quiet); whether they were asked."""
+    ctx = click.get_current_context(silent=True)
+    if ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbose"):
+        return False
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return True
+
+
 def start_tensorflow() -> None:
     """Import TensorFlow, with XLA's compiled code kept between runs (textgen.compile_cache), hiding
     its C++ start-up chatter unless --verbose.
@@ -71,16 +81,13 @@ def start_tensorflow() -> None:
     log setting applies, so stderr is pointed at /dev/null for the import only. Python
     exceptions are raised after it is restored, so a broken install still shows its error.
     """
-    ctx = click.get_current_context(silent=True)
-    verbose = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
     if "tensorflow" not in sys.modules:
         compile_cache.enable()
-    if verbose or "tensorflow" in sys.modules:
+    if not hide_native_logs() or "tensorflow" in sys.modules:
         import tensorflow
         return
     from textgen.quiet import native_stderr_silenced
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with native_stderr_silenced():
         import keras  # noqa: F401
         import tensorflow  # noqa: F401

@@ -10,7 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 from textgen.errors import TextgenError
-from textgen.export.runtime import LiteRTStep, SavedModelStep, ServingGenerator, state_sizes, step_logits
+from textgen.export.litert import LiteRTStep, state_sizes, step_logits
+from textgen.export.runtime import SavedModelStep, ServingGenerator
 from textgen.generate.generator import Generator
 from textgen.generate.priming import prime_ids
 from textgen.generate.step_generator import StepGenerator

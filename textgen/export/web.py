@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from textgen.export.runtime import STEP_SIGNATURE
+from textgen.export.litert import STEP_SIGNATURE
 from textgen.store.artifacts import EXPORT_METADATA_FILE, TFLITE_FILE
 from textgen.text.word_pattern import explicit_word_pattern
 

@@ -29,8 +29,8 @@ import tensorflow as tf
 
 from textgen.errors import TextgenError
 from textgen.export.graph_tokenizer import GraphTokenizer
+from textgen.export.litert import EXPORT_FORMAT, EXPORT_VERSION, STEP_SIGNATURE, next_state_name
 from textgen.export.parity import check_parity
-from textgen.export.runtime import EXPORT_FORMAT, EXPORT_VERSION, STEP_SIGNATURE, next_state_name
 from textgen.export.web import WEB_DIR, write_web
 from textgen.generate.generator import Generator, RowSettings
 from textgen.store import artifacts

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textgen.errors import TextgenError
-from textgen.export.runtime import state_sizes
+from textgen.export.litert import state_sizes
 from textgen.export.web import WEB_DIR
 from textgen.exported_model import ExportedTextModel
 from textgen.generate.step_generator import StepGenerator

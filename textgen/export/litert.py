@@ -1,0 +1,111 @@
+"""Run an exported `.tflite` file through LiteRT, and read an export's metadata.json: all an app,
+`textgen sample` or a test needs to drive the export's `step` signature (ids and states in, logits
+and states out), without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from textgen.errors import TextgenError
+from textgen.generate.step_generator import States, StepRunner
+from textgen.quiet import native_logs_hidden, native_stderr_silenced
+from textgen.store.artifacts import EXPORT_METADATA_FILE
+from textgen.text.tokenizers import Tokenizer, tokenizer_for
+
+STEP_SIGNATURE = "step"
+EXPORT_FORMAT = "textgen-export"
+EXPORT_VERSION = 1
+
+
+def next_state_name(name: str) -> str:
+    return f"next_{name}"
+
+
+class LiteRTStep:
+    """The `.tflite` step signature through stock LiteRT (built-in ops only, no Flex delegate).
+
+    Tensors are set and read by index, and resized only when the batch changes: the signature
+    runner's call resizes and reallocates every input each time, which costs more than the
+    computation itself for small models.
+    """
+
+    def __init__(self, path: Path, num_threads: int | None = None):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise TextgenError("running a .tflite file needs LiteRT: pip install ai-edge-litert "
+                               "(it has no wheel for Linux on ARM yet)") from None
+
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+            runner = self.interpreter.get_signature_runner(STEP_SIGNATURE)
+        except (ValueError, RuntimeError) as exc:
+            raise TextgenError(f"{path}: not a textgen TFLite model ({exc})") from None
+        self.inputs = {name: detail["index"] for name, detail in runner.get_input_details().items()}
+        self.outputs = {name: detail["index"] for name, detail in runner.get_output_details().items()}
+        self.batch = 0
+        self.started = False
+
+    def __call__(self, ids: np.ndarray, states: States) -> tuple[np.ndarray, States]:
+        if not self.started:  # the first call sets up XNNPACK, which announces it on fd 2
+            self.started = True
+            with native_stderr_silenced(native_logs_hidden()):
+                return self(ids, states)
+        interpreter = self.interpreter
+        if len(ids) != self.batch:
+            for name, index in self.inputs.items():
+                shape = [len(ids)] + ([] if name == "token_ids" else [states[name].shape[1]])
+                interpreter.resize_tensor_input(index, shape)
+            interpreter.allocate_tensors()
+            self.batch = len(ids)
+        interpreter.set_tensor(self.inputs["token_ids"], ids.astype(np.int32, copy=False))
+        for name, value in states.items():
+            interpreter.set_tensor(self.inputs[name], value)
+        interpreter.invoke()
+        new_states = {name: interpreter.get_tensor(self.outputs[next_state_name(name)]) for name in states}
+        return interpreter.get_tensor(self.outputs["logits"]), new_states
+
+    def op_names(self) -> set[str]:
+        return {op["op_name"] for op in self.interpreter._get_ops_details()}
+
+
+def state_sizes(metadata: dict) -> dict[str, int]:
+    """The step signature's state inputs and their sizes, in order."""
+    return {s["input"]: s["size"] for s in metadata["states"]}
+
+
+def zero_states(metadata: dict, batch: int) -> States:
+    return {name: np.zeros((batch, size), np.float32) for name, size in state_sizes(metadata).items()}
+
+
+def step_logits(runner: StepRunner, metadata: dict, ids: np.ndarray) -> np.ndarray:
+    """Logits after each token of `ids` [batch, time], fed one step at a time -> [batch, time, vocab]."""
+    states = zero_states(metadata, ids.shape[0])
+    logits = []
+    for t in range(ids.shape[1]):
+        step, states = runner(ids[:, t], states)
+        logits.append(step)
+    return np.stack(logits, axis=1)
+
+
+def export_tokenizer(metadata: dict) -> Tokenizer:
+    """The tokenizer an export's metadata describes (its vocabulary after the unknown token)."""
+    return tokenizer_for(metadata["level"])(metadata["vocabulary"][1:])
+
+
+def read_metadata(export_dir: Path) -> dict:
+    """metadata.json of an export folder, checked to be textgen's of this version."""
+    path = export_dir / EXPORT_METADATA_FILE
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except OSError:
+        raise TextgenError(f"{path}: missing (it travels with an export; re-export the model)") from None
+    except ValueError:
+        raise TextgenError(f"{path}: not valid JSON") from None
+    if metadata.get("format") != EXPORT_FORMAT or metadata.get("version") != EXPORT_VERSION:
+        raise TextgenError(f"{path}: not a textgen export description of version {EXPORT_VERSION}")
+    return metadata
