@@ -39,6 +39,24 @@ def test_the_numpy_sampler_draws_what_the_compiled_sampler_draws():
                                       penalised.numpy())
 
 
+def test_the_noise_never_reaches_one():
+    """Seed 57, step 18 hashes column 44 of a 65-token row to the largest uniform, 1 - 2**-25,
+    which float32 rounds to 1: its noise was infinite, so that token was drawn whatever its
+    probability, even outside top-k. Both samplers keep it below 1."""
+    import tensorflow as tf
+
+    from textgen.generate import sampling
+
+    seeds, steps, rows = (np.array([value], np.int32) for value in (57, 18, 0))
+    assert numpy_sampling.row_noise(65, seeds, steps, rows).max() < 1
+    assert sampling.row_noise(65, *map(tf.constant, (seeds, steps, rows))).numpy().max() < 1
+    logits = np.zeros((1, 65), np.float32)
+    logits[0, 3], logits[0, 44] = 5.0, -30.0
+    settings = (np.float32([1.0]), np.int32([1]), np.float32([1.0]), seeds, steps, rows)
+    assert numpy_sampling.sample_rows(logits, *settings)[0] == 3
+    assert sampling.sample_rows(tf.constant(logits), *map(tf.constant, settings)).numpy()[0] == 3
+
+
 @pytest.mark.parametrize("cell, tie_weights", [("gru", False), ("lstm", False), ("rnn", False),
                                                ("lstm", True)])
 def test_the_numpy_network_computes_the_keras_logits(cell, tie_weights, tmp_path):

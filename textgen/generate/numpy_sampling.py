@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 NEG_INF = np.float32(-1e9)
+BELOW_ONE = np.float32(1.0 - 2.0**-24)
 
 
 def temperature_list(temperature: float | Sequence[float]) -> list[float]:
@@ -31,7 +32,8 @@ def row_noise(vocab: int, seeds: np.ndarray, steps: np.ndarray, rows: np.ndarray
         key = _mix32(mixed_seeds ^ steps.astype(np.uint32))
         counter = (rows.astype(np.int64)[:, None] * vocab + np.arange(vocab)[None, :]).astype(np.uint32)
         bits = _mix32(_mix32(counter) ^ key[:, None])
-    return (bits >> np.uint32(8)).astype(np.float32) * np.float32(2.0**-24) + np.float32(2.0**-25)
+    uniform = (bits >> np.uint32(8)).astype(np.float32) * np.float32(2.0**-24) + np.float32(2.0**-25)
+    return np.minimum(uniform, BELOW_ONE)  # 1 - 2**-25 rounds to 1: see sampling.row_noise
 
 
 def _filter_top_k(logits: np.ndarray, top_k: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 NEG_INF = -1e9
+BELOW_ONE = 1.0 - 2.0**-24  # the largest float32 below 1
 
 
 def per_row(value: tf.Tensor | float | int, logits: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
@@ -69,7 +70,10 @@ def row_noise(vocab: tf.Tensor | int, seeds: tf.Tensor, steps: tf.Tensor, rows: 
     key = _mix32(tf.bitwise.bitwise_xor(mixed_seeds, tf.cast(steps, tf.uint32)))
     counter = tf.cast(rows[:, tf.newaxis] * vocab + tf.range(vocab)[tf.newaxis, :], tf.uint32)
     bits = _mix32(tf.bitwise.bitwise_xor(_mix32(counter), key[:, tf.newaxis]))
-    return tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * 2.0**-24 + 2.0**-25
+    uniform = tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * 2.0**-24 + 2.0**-25
+    # the largest value, 1 - 2**-25, rounds to 1 in float32, whose noise would be infinite: that
+    # entry would be drawn whatever its probability (even outside top-k); keep it below 1
+    return tf.minimum(uniform, BELOW_ONE)
 
 
 def apply_repetition_penalty(logits: tf.Tensor, seen: tf.Tensor, penalty: tf.Tensor) -> tf.Tensor:

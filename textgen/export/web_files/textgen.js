@@ -233,7 +233,7 @@ export function gumbelNoise(vocab, seed, step, row) {
   const noise = new Float32Array(vocab);
   for (let i = 0; i < vocab; i++) {
     const bits = mix32((mix32((row * vocab + i) >>> 0) ^ key) >>> 0);
-    const uniform = f32((bits >>> 8) * 2 ** -24 + 2 ** -25);
+    const uniform = Math.min(f32((bits >>> 8) * 2 ** -24 + 2 ** -25), 1 - 2 ** -24); // never 1: see row_noise
     noise[i] = -Math.log(f32(-Math.log(uniform)));
   }
   return noise;
