@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# XLA's compiled code (textgen.compile_cache) goes to a folder of the run, not the user's cache
-os.environ.setdefault("TEXTGEN_XLA_CACHE", tempfile.mkdtemp(prefix="textgen-xla-"))
+# XLA's compiled code (textgen.compile_cache) goes to a folder of the run, removed at its end, not
+# to the user's cache
+if "TEXTGEN_XLA_CACHE" not in os.environ:
+    os.environ["TEXTGEN_XLA_CACHE"] = tempfile.mkdtemp(prefix="textgen-xla-")
+    atexit.register(shutil.rmtree, os.environ["TEXTGEN_XLA_CACHE"], ignore_errors=True)
 # A shell without job control starts background commands (`pytest &`) with Ctrl-C ignored, which
 # their children inherit: the Ctrl-C tests would see no interrupt. Tests send their own SIGINTs.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
