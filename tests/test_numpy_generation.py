@@ -63,6 +63,7 @@ def test_the_numpy_network_computes_the_keras_logits(cell, tie_weights, tmp_path
     import keras
 
     from textgen.generate.numpy_network import NumpyNetwork
+    from textgen.generate.step_generator import zero_states
     from textgen.model.network import build_model
     from textgen.store.config import ModelConfig
 
@@ -76,7 +77,7 @@ def test_the_numpy_network_computes_the_keras_logits(cell, tie_weights, tmp_path
     expected = keras.ops.convert_to_numpy(model(ids, training=False))
 
     network = NumpyNetwork(path)
-    states = network.zero_states(3)
+    states = zero_states(network.state_sizes, 3)
     logits = []
     for t in range(ids.shape[1]):
         step, states = network(ids[:, t], states)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from textgen.errors import TextgenError
-from textgen.generate.step_generator import States, StepRunner
+from textgen.generate.step_generator import States, StepRunner, zero_states
 from textgen.quiet import native_logs_hidden, native_stderr_silenced
 from textgen.store.artifacts import EXPORT_METADATA_FILE
 from textgen.text.tokenizers import Tokenizer, tokenizer_for
@@ -78,13 +78,9 @@ def state_sizes(metadata: dict) -> dict[str, int]:
     return {s["input"]: s["size"] for s in metadata["states"]}
 
 
-def zero_states(metadata: dict, batch: int) -> States:
-    return {name: np.zeros((batch, size), np.float32) for name, size in state_sizes(metadata).items()}
-
-
 def step_logits(runner: StepRunner, metadata: dict, ids: np.ndarray) -> np.ndarray:
     """Logits after each token of `ids` [batch, time], fed one step at a time -> [batch, time, vocab]."""
-    states = zero_states(metadata, ids.shape[0])
+    states = zero_states(state_sizes(metadata), ids.shape[0])
     logits = []
     for t in range(ids.shape[1]):
         step, states = runner(ids[:, t], states)

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from textgen.errors import TextgenError
+from textgen.generate.step_generator import States
 
-States = dict[str, np.ndarray]
 RECURRENT = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "rnn"}
 
 
@@ -29,7 +29,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class _Recurrent:
-    """One layer's weights: kernel W, recurrent kernel U, input bias b, recurrent bias b_u."""
+    """One layer's weights: kernel W, recurrent kernel U, input bias b (and GRU's recurrent bias b_u)."""
 
     def __init__(self, cell: str, variables: list[np.ndarray]):
         self.cell = cell
@@ -38,7 +38,7 @@ class _Recurrent:
         if cell == "gru":  # reset_after: the bias holds an input row and a recurrent row
             self.bias, self.recurrent_bias = variables[2][0], variables[2][1]
         else:
-            self.bias, self.recurrent_bias = variables[2], np.zeros(variables[2].shape, np.float32)
+            self.bias = variables[2]
         self.state_count = 2 if cell == "lstm" else 1
         self.units = units
 
@@ -83,9 +83,6 @@ class NumpyNetwork:
             self.state_sizes[f"h{index}"] = layer.units
             if layer.state_count == 2:
                 self.state_sizes[f"c{index}"] = layer.units
-
-    def zero_states(self, batch: int) -> States:
-        return {name: np.zeros((batch, size), np.float32) for name, size in self.state_sizes.items()}
 
     def __call__(self, ids: np.ndarray, states: States) -> tuple[np.ndarray, States]:
         new_states: States = {}

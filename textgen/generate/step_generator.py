@@ -22,6 +22,11 @@ FIRST_CHUNK_TOKENS = 16  # the first block is short so that text reaches the scr
 CHUNK_TOKENS = 64
 
 
+def zero_states(state_sizes: dict[str, int], batch: int) -> States:
+    """Every named state, zero, for `batch` rows."""
+    return {name: np.zeros((batch, size), np.float32) for name, size in state_sizes.items()}
+
+
 class StepRunner(Protocol):
     """One token per row: ids [batch] and states -> logits [batch, vocab] and new states."""
 
@@ -42,9 +47,6 @@ class StepGenerator:
     def state_names(self) -> list[str]:
         return list(self.state_sizes)
 
-    def zero_states(self, batch: int) -> States:
-        return {name: np.zeros((batch, size), np.float32) for name, size in self.state_sizes.items()}
-
     def choose(self, logits: np.ndarray, seen: np.ndarray, temperature: np.ndarray, top_k: np.ndarray,
                top_p: np.ndarray, penalty: np.ndarray, seeds: np.ndarray, steps: np.ndarray,
                rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +62,7 @@ class StepGenerator:
               label: str | None = None) -> tuple[np.ndarray, States, np.ndarray]:
         """Feed the prime token by token: logits after its last token, states, and seen mask."""
         ids = prime_ids(self.tokenizer, prime, label)
-        states = self.zero_states(num_samples)
+        states = zero_states(self.state_sizes, num_samples)
         seen = np.zeros((num_samples, self.tokenizer.vocab_size), bool)
         seen[:, ids] = True
         for token in ids:
