@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,9 +169,10 @@ def _control_counts(corpus: Corpus) -> dict[str, int]:
     label's token once per record of that label (one text: none)."""
     if not isinstance(corpus, RecordCorpus):
         return {}
-    labels = corpus.labels()
-    records = sum(1 for _ in corpus.records())
-    return {BOS: records, EOS: records, **{label_token(label): n for label, n in labels.most_common()}}
+    per_label = Counter(record.label for record in corpus.records())  # one pass; None: no label
+    records = sum(per_label.values())
+    return {BOS: records, EOS: records, **{label_token(label): n for label, n in per_label.most_common()
+                                           if label is not None}}
 
 
 def _check_given(options: InitOptions, base: RunConfig, base_dir: Path) -> None:

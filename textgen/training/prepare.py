@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from textgen.errors import TextgenError
 from textgen.store.config import TrainConfig
 from textgen.store.ids_cache import IdCache
@@ -70,8 +72,7 @@ def prepare_data(options: DataOptions, train_config: TrainConfig, tokenizer: Tok
     if isinstance(corpus, RecordCorpus) != isinstance(val_corpus or corpus, RecordCorpus):
         raise TextgenError("the validation file must be records as the corpus is (or text as it is)")
 
-    tokenizer, total, streams = _tokens(options, corpus, tokenizer, log)
-    starts = corpus.record_starts(tokenizer) if isinstance(corpus, RecordCorpus) else None
+    tokenizer, total, streams, starts = _tokens(options, corpus, tokenizer, log)
     if total == 0:
         raise TextgenError("the corpus holds no text")
     if val_corpus is None:
@@ -94,9 +95,10 @@ def prepare_data(options: DataOptions, train_config: TrainConfig, tokenizer: Tok
 
 
 def _tokens(options: DataOptions, corpus: Corpus, tokenizer: Tokenizer | None,
-            log: Log) -> tuple[Tokenizer, int, Streams]:
-    """The tokenizer (fitted unless given), the corpus's length in tokens, and its token ranges:
-    from the ids cache with `cache_dir`, else tokenized as they are read."""
+            log: Log) -> tuple[Tokenizer, int, Streams, np.ndarray | None]:
+    """The tokenizer (fitted unless given), the corpus's length in tokens, its token ranges (from
+    the ids cache with `cache_dir`, else tokenized as they are read), and for records where each
+    starts (`RecordCorpus.record_starts`, whose last entry is the length: one tokenizing pass)."""
     if options.cache_dir is not None and isinstance(corpus, FileCorpus):
         cache = IdCache.open(Path(options.cache_dir), corpus)
         if tokenizer is None:
@@ -104,16 +106,19 @@ def _tokens(options: DataOptions, corpus: Corpus, tokenizer: Tokenizer | None,
             tokenizer = cache.tokenizer(options.level, options.max_vocab)
         log("Tokenizing (or reading the tokens from the cache)...")
         cached = cache.ids(tokenizer)
-        return tokenizer, cached.tokens, cached.stream
-    if tokenizer is None and isinstance(corpus, RecordCorpus):
-        log("Reading the records and building the vocabulary...")
-        tokenizer = record_tokenizer(options.level, corpus, options.max_vocab)
-    elif tokenizer is None:
+        return tokenizer, cached.tokens, cached.stream, None
+    if isinstance(corpus, RecordCorpus):
+        if tokenizer is None:
+            log("Reading the records and building the vocabulary...")
+            tokenizer = record_tokenizer(options.level, corpus, options.max_vocab)
+        starts = corpus.record_starts(tokenizer)
+        return tokenizer, int(starts[-1]), corpus_streams(tokenizer, corpus), starts
+    if tokenizer is None:
         log("Building the vocabulary...")
         tokenizer, total = tokenizer_for(options.level).fit(corpus.chunks(), options.max_vocab)
-        return tokenizer, total, corpus_streams(tokenizer, corpus)
-    total = count_tokens(token_stream(tokenizer, corpus))[0]
-    return tokenizer, total, corpus_streams(tokenizer, corpus)
+    else:
+        total = count_tokens(token_stream(tokenizer, corpus))[0]
+    return tokenizer, total, corpus_streams(tokenizer, corpus), None
 
 
 def record_tokenizer(level: str, corpus: RecordCorpus, max_vocab: int) -> Tokenizer:
