@@ -30,7 +30,7 @@ def page(browser, server):
     page.route("**/*", only_the_server)
     page.goto(server.url)
     page.fill("#key", KEY)
-    page.dispatch_event("#key", "change")
+    page.press("#key", "Tab")  # leaving the field is what sends its change event, as for a person
     page.wait_for_function("document.querySelector('#model').options.length === 3")
     yield page
     context.close()
@@ -71,3 +71,16 @@ def test_a_bad_setting_shows_the_servers_message(page):
     page.click("#generate")
     page.wait_for_function("document.querySelector('#error').textContent.length > 0")
     assert "temperature must be at least 0" in page.text_content("#error")
+    page.evaluate("loadModels()")  # the model list reloaded (a key changed) keeps that message and choice
+    assert "temperature must be at least 0" in page.text_content("#error")
+    assert page.input_value("#model") == "char"
+
+
+def test_a_wrong_key_shows_why_and_the_right_one_clears_it(page):
+    page.fill("#key", "not-the-key")
+    page.press("#key", "Tab")
+    page.wait_for_function("document.querySelector('#error').textContent.includes('API key')")
+    page.fill("#key", KEY)
+    page.press("#key", "Tab")
+    page.wait_for_function("document.querySelector('#error').textContent === ''")
+    assert page.locator("#model option").count() == 3
