@@ -205,25 +205,49 @@ def test_exports_take_the_label_and_end_records_as_the_model_does(shapes):
         serving(labels=tf.constant(["nope", "", ""]), **args)
 
 
-def test_the_server_takes_a_label_and_ends_each_choice_with_its_record(shapes, tmp_path):
-    server = Server([shapes["model"], shapes["model"] / "export" / "model.tflite"], tmp_path / "server.log")
-    try:
-        model = textgen.load(shapes["model"])
-        for name in ("shapes", "shapes-tflite"):
-            body = {"model": name, "prompt": "", "label": "vowels", "n": 3, "max_tokens": 60, "seed": 4,
-                    "temperature": 0.8}
-            reply = httpx.post(f"{server.url}/v1/completions", json=body, timeout=60).json()
-            texts = [choice["text"] for choice in reply["choices"]]
-            assert texts == model.generate_many(length=60, num_samples=3, seed=4, label="vowels")
-            assert all(choice["finish_reason"] == "stop" for choice in reply["choices"])
-            assert reply["usage"]["completion_tokens"] == sum(len(text) + 1 for text in texts)  # and <eos>
-        for label, message in (("nope", "unknown label 'nope'"), (3, "label must be a string")):
-            reply = httpx.post(f"{server.url}/v1/completions", json={"model": "shapes", "prompt": "",
-                                                                      "label": label}, timeout=10)
-            assert reply.status_code == 400 and message in reply.json()["error"]["message"]
-            assert reply.json()["error"]["param"] == "label"
-    finally:
-        assert server.stop() == 0
+@pytest.fixture(scope="module")
+def shapes_server(shapes):
+    """`textgen serve` of the shapes model and its TFLite export, without a key."""
+    tflite = shapes["model"] / "export" / "model.tflite"
+    server = Server([shapes["model"], tflite], shapes["root"] / "server.log")
+    yield server
+    assert server.stop() == 0
+
+
+def test_the_server_takes_a_label_and_ends_each_choice_with_its_record(shapes, shapes_server):
+    server, model = shapes_server, textgen.load(shapes["model"])
+    for name in ("shapes", "shapes-tflite"):
+        body = {"model": name, "prompt": "", "label": "vowels", "n": 3, "max_tokens": 60, "seed": 4,
+                "temperature": 0.8}
+        reply = httpx.post(f"{server.url}/v1/completions", json=body, timeout=60).json()
+        texts = [choice["text"] for choice in reply["choices"]]
+        assert texts == model.generate_many(length=60, num_samples=3, seed=4, label="vowels")
+        assert all(choice["finish_reason"] == "stop" for choice in reply["choices"])
+        assert reply["usage"]["completion_tokens"] == sum(len(text) + 1 for text in texts)  # and <eos>
+    for label, message in (("nope", "unknown label 'nope'"), (3, "label must be a string")):
+        reply = httpx.post(f"{server.url}/v1/completions", json={"model": "shapes", "prompt": "",
+                                                                  "label": label}, timeout=10)
+        assert reply.status_code == 400 and message in reply.json()["error"]["message"]
+        assert reply.json()["error"]["param"] == "label"
+    listed = httpx.get(f"{server.url}/v1/models", timeout=10).json()["data"]
+    assert [entry["labels"] for entry in listed] == [list(model.tokenizer.specials.labels)] * 2
+
+
+def test_the_playground_offers_the_labels_and_writes_that_labels_record(shapes, shapes_server, browser):
+    model = textgen.load(shapes["model"])
+    page = browser.new_page()
+    page.goto(shapes_server.url)
+    page.wait_for_function("!document.querySelector('#label-field').hidden")
+    assert page.eval_on_selector_all("#label option", "options => options.map(o => o.value)") == [
+        "", *model.tokenizer.specials.labels]
+    page.select_option("#label", "vowels")
+    for field, value in (("#prompt", ""), ("#max_tokens", "60"), ("#seed", "4"), ("#temperature", "0.8")):
+        page.fill(field, value)
+    page.click("#generate")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('finished (stop)')")
+    assert page.text_content("#output") == model.generate(length=60, seed=4, label="vowels")
+    assert page.text_content("#error") == ""
+    page.close()
 
 
 def test_the_browser_writes_the_records_textgen_sample_writes(shapes, browser):

@@ -147,7 +147,8 @@ async def list_models(request: Request) -> Response:
     _authorize(request)
     data = [{"id": name, "object": "model", "created": served.created, "owned_by": "textgen",
              "kind": served.kind, "level": served.model.config.level,
-             "web": f"/web/{name}/" if served.web is not None else None}
+             "web": f"/web/{name}/" if served.web is not None else None,
+             "labels": served.labels}
             for name, served in _state(request).models.items()]
     return JSONResponse({"object": "list", "data": data})
 

@@ -28,6 +28,12 @@ class ServedModel:
     created: int  # when it was loaded (OpenAI's `created`)
     web: Path | None = None  # its web export (`textgen export --format web`), served at /web/NAME/
 
+    @property
+    def labels(self) -> list[str]:
+        """The labels a request may ask for (a model of labelled records; none otherwise)."""
+        specials = self.model.tokenizer.specials
+        return list(specials.labels) if specials is not None else []
+
 
 def web_folder(model: TextModel) -> Path | None:
     """The web export beside a model folder's other exports, or beside an export file."""
