@@ -1,7 +1,7 @@
 """`textgen serve` as applications meet it: a real server process on 127.0.0.1, driven by the official
 `openai` client, httpx and curl; every client mistake a 4xx in OpenAI's error shape, after which the
 server keeps serving; concurrent requests with settings of their own, each the text `textgen sample`
-gives; disconnects, a full queue, SIGTERM."""
+gives; disconnects, a full queue, SIGTERM and Ctrl-C."""
 
 from __future__ import annotations
 
@@ -254,7 +254,8 @@ def test_the_access_log_has_a_line_per_request(server):
 
 
 # -- lifecycle -------------------------------------------------------------------------------------------
-def test_sigterm_lets_a_stream_finish_then_exits_0(char_model, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stop_signal_lets_a_stream_finish_then_exits_0(char_model, tmp_path, stop):
     server = Server([char_model, "--max-batch", "2", "--drain-seconds", "60", "--max-tokens", "20000"],
                     tmp_path / "log")
     body = {"model": char_model.name, "prompt": "ROMEO:", "max_tokens": 20_000, "stream": True, "seed": 1}
@@ -262,7 +263,7 @@ def test_sigterm_lets_a_stream_finish_then_exits_0(char_model, tmp_path):
     with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=60) as response:
         lines = (line[6:] for line in response.iter_lines() if line.startswith("data: "))
         events.append(next(lines))
-        server.process.send_signal(signal.SIGTERM)
+        server.process.send_signal(stop)
         time.sleep(0.3)
         with pytest.raises(httpx.TransportError):  # no new connections while draining
             httpx.get(f"{server.url}/health", timeout=2)
