@@ -153,3 +153,21 @@ def test_textgen_serve_serves_a_models_web_export(web_models, browser, tmp_path)
         page.close()
     finally:
         server.stop()
+
+
+def test_an_int8_web_model_writes_what_its_file_writes_in_python(web_models, browser, tmp_path):
+    from textgen.cli import main
+
+    assert main(["export", str(web_models["gru"][0]), "--format", "web", "--quantize", "dynamic",
+                 "--output", str(tmp_path / "int8")]) == 0
+    web = tmp_path / "int8" / "web"
+    assert json.loads((web / "metadata.json").read_text())["tflite"]["quantization"] == "dynamic"
+    python = textgen.load(web / "model.tflite").generate("ROMEO:", 300, temperature=0.8, seed=3)
+    with static_site({"int8": web}) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/int8/")
+        page.wait_for_function("window.textgenModel !== undefined")
+        js = page.evaluate("(options) => window.textgenModel.generate(options)",
+                           {"prompt": "ROMEO:", "length": 300, "temperature": 0.8, "seed": 3})
+        page.close()
+    assert js == python[len("ROMEO:"):]  # one file: LiteRT.js in the browser, LiteRT in Python
