@@ -35,14 +35,16 @@ def matmul_peak_gflops(size: int = 2048, seconds: float = 2.0) -> float:
 
 
 # What limits each library's instruction set: XLA, oneDNN (TensorFlow's and PyTorch's), PyTorch's
-# own kernels, and NumPy's OpenBLAS (whose matmul sets the peak: Haswell is AVX2 with FMA)
-EMULATION_VARIABLES = ("XLA_FLAGS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OPENBLAS_CORETYPE")
+# own kernels, MKL (PyTorch's matmul, nn.GRU's and nn.RNN's products) and NumPy's OpenBLAS (whose
+# matmul sets the peak: Haswell is AVX2 with FMA)
+EMULATION_VARIABLES = ("XLA_FLAGS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
+                       "OPENBLAS_CORETYPE")
 
 
 def machine() -> dict:
     """The CPU, its widest vector instructions, and the limits set to emulate a narrower one (e.g.
     XLA_FLAGS=--xla_cpu_max_isa=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
-    OPENBLAS_CORETYPE=Haswell on an AVX-512 machine)."""
+    MKL_ENABLE_INSTRUCTIONS=AVX2 OPENBLAS_CORETYPE=Haswell on an AVX-512 machine)."""
     model, flags = "unknown", set()
     try:
         lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
