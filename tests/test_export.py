@@ -128,6 +128,26 @@ def test_tflite_runs_on_builtin_ops_and_matches_its_metadata(exported, cell):
     assert metadata["parity"]["tflite"]["max_abs_logit_diff"] < 1e-4
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_litert_on_every_core_gives_one_threads_logits_bit_for_bit(exported, batch):
+    from textgen.export.litert import LiteRTStep, state_sizes
+    from textgen.generate.step_generator import zero_states
+
+    export_dir = exported["lstm"] / "export"
+    metadata = json.loads((export_dir / "metadata.json").read_text(encoding="utf-8"))
+    sizes, vocab = state_sizes(metadata), len(metadata["vocabulary"])
+    ids = np.random.default_rng(0).integers(1, vocab, size=(40, batch)).astype(np.int32)
+    runs = []
+    for threads in (None, 1):  # None: one per core (2 here and in CI)
+        runner = LiteRTStep(export_dir / "model.tflite", num_threads=threads)
+        states, logits = zero_states(sizes, batch), []
+        for step_ids in ids:
+            step_logits, states = runner(step_ids, states)
+            logits.append(step_logits.copy())
+        runs.append(np.stack(logits))
+    np.testing.assert_array_equal(runs[0], runs[1])  # the threads split columns: the same sums
+
+
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("quantize", ["dynamic", "float16"])
 def test_quantized_tflite_converts_for_every_cell(exported, cell, quantize, tmp_path, capsys):
