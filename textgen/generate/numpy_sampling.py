@@ -6,6 +6,7 @@ Importing TensorFlow takes seconds; this module imports numpy only.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,13 +26,21 @@ def _mix32(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint32(16))
 
 
+@functools.lru_cache(maxsize=16)
+def _mixed_counters(vocab: int, rows: bytes) -> np.ndarray:
+    """The hashed counters (row * vocab + column) of `rows` (int32 bytes): the same at every step
+    of a stream, so hashed once, not once per token."""
+    counter = np.frombuffer(rows, np.int32).astype(np.int64)[:, None] * vocab + np.arange(vocab)[None, :]
+    mixed = _mix32(counter.astype(np.uint32))
+    mixed.flags.writeable = False
+    return mixed
+
+
 def row_noise(vocab: int, seeds: np.ndarray, steps: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Uniform numbers in (0, 1), [batch, vocab]: sampling.row_noise's hash of (seed, step, row)."""
-    with np.errstate(over="ignore"):  # the hash multiplies modulo 2**32 on purpose
-        mixed_seeds = _mix32(seeds.astype(np.uint32) + np.uint32(0x9E3779B9))
-        key = _mix32(mixed_seeds ^ steps.astype(np.uint32))
-        counter = (rows.astype(np.int64)[:, None] * vocab + np.arange(vocab)[None, :]).astype(np.uint32)
-        bits = _mix32(_mix32(counter) ^ key[:, None])
+    mixed_seeds = _mix32(seeds.astype(np.uint32) + np.uint32(0x9E3779B9))
+    key = _mix32(mixed_seeds ^ steps.astype(np.uint32))
+    bits = _mix32(_mixed_counters(vocab, rows.astype(np.int32).tobytes()) ^ key[:, None])
     uniform = (bits >> np.uint32(8)).astype(np.float32) * np.float32(2.0**-24) + np.float32(2.0**-25)
     return np.minimum(uniform, BELOW_ONE)  # 1 - 2**-25 rounds to 1: see sampling.row_noise
 
