@@ -26,7 +26,7 @@ def _mix32(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint32(16))
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=4)  # a few MB at most: 64 rows of a 20,000-word vocabulary are 5 MB
 def _mixed_counters(vocab: int, rows: bytes) -> np.ndarray:
     """The hashed counters (row * vocab + column) of `rows` (int32 bytes): the same at every step
     of a stream, so hashed once, not once per token."""
