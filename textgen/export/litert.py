@@ -33,8 +33,8 @@ class LiteRTStep:
     runner's call resizes and reallocates every input each time, which costs more than the
     computation itself for small models. `num_threads` defaults to the cores this process may use:
     XNNPACK then splits each product's columns between them, so each core reads only its share of
-    the weights, which may then stay in its own cache (results identical bit for bit; one stream of
-    a 2×256 LSTM stepped 3 times as fast on 2 cores: bench/RESULTS.md, "LiteRT's threads").
+    the weights, which may then stay in its own cache; the results are the same bit for bit
+    (bench/RESULTS.md, "LiteRT's threads").
     """
 
     def __init__(self, path: Path, num_threads: int | None = None):
