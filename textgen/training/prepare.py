@@ -4,6 +4,7 @@ is written, so that a bad input ends the run with nothing on disk."""
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +73,11 @@ def prepare_data(options: DataOptions, train_config: TrainConfig, tokenizer: Tok
     if isinstance(corpus, RecordCorpus) != isinstance(val_corpus or corpus, RecordCorpus):
         raise TextgenError("the validation file must be records as the corpus is (or text as it is)")
 
-    tokenizer, total, streams, starts = _tokens(options, corpus, tokenizer, log)
+    labels: Counter[str] = Counter()  # records per label: the vocabulary's order and the description
+    if isinstance(corpus, RecordCorpus):
+        log("Reading the records...")
+        labels = corpus.labels()
+    tokenizer, total, streams, starts = _tokens(options, corpus, tokenizer, labels, log)
     if total == 0:
         raise TextgenError("the corpus holds no text")
     if val_corpus is None:
@@ -90,11 +95,11 @@ def prepare_data(options: DataOptions, train_config: TrainConfig, tokenizer: Tok
                         f"{train_config.max_val_tokens:,} tokens)"}
     if isinstance(corpus, RecordCorpus):
         description.update(records=len(starts) - 1, skipped_records=corpus.skipped,
-                           labels=dict(corpus.labels().most_common()))
+                           labels=dict(labels.most_common()))
     return PreparedData(tokenizer, train, val, description)
 
 
-def _tokens(options: DataOptions, corpus: Corpus, tokenizer: Tokenizer | None,
+def _tokens(options: DataOptions, corpus: Corpus, tokenizer: Tokenizer | None, labels: Counter[str],
             log: Log) -> tuple[Tokenizer, int, Streams, np.ndarray | None]:
     """The tokenizer (fitted unless given), the corpus's length in tokens, its token ranges (from
     the ids cache with `cache_dir`, else tokenized as they are read), and for records where each
@@ -109,8 +114,8 @@ def _tokens(options: DataOptions, corpus: Corpus, tokenizer: Tokenizer | None,
         return tokenizer, cached.tokens, cached.stream, None
     if isinstance(corpus, RecordCorpus):
         if tokenizer is None:
-            log("Reading the records and building the vocabulary...")
-            tokenizer = record_tokenizer(options.level, corpus, options.max_vocab)
+            log("Building the vocabulary...")
+            tokenizer = record_tokenizer(options.level, corpus, labels, options.max_vocab)
         starts = corpus.record_starts(tokenizer)
         return tokenizer, int(starts[-1]), corpus_streams(tokenizer, corpus), starts
     if tokenizer is None:
@@ -121,10 +126,11 @@ def _tokens(options: DataOptions, corpus: Corpus, tokenizer: Tokenizer | None,
     return tokenizer, total, corpus_streams(tokenizer, corpus), None
 
 
-def record_tokenizer(level: str, corpus: RecordCorpus, max_vocab: int) -> Tokenizer:
+def record_tokenizer(level: str, corpus: RecordCorpus, label_counts: Counter[str],
+                     max_vocab: int) -> Tokenizer:
     """The records' vocabulary, then <bos>, <eos> and a token per label (the most frequent first), all
     within `max_vocab`."""
-    labels = [label for label, _ in sorted(corpus.labels().items(), key=lambda item: (-item[1], item[0]))]
+    labels = [label for label, _ in sorted(label_counts.items(), key=lambda item: (-item[1], item[0]))]
     room = max_vocab - 2 - len(labels)
     if room < 2:
         raise TextgenError(f"--max-vocab {max_vocab:,} leaves no room for text beside <bos>, <eos> and "
