@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from textgen.errors import TextgenError
-from textgen.export.litert import LiteRTStep, export_tokenizer, read_metadata, state_sizes
+from textgen.export.litert import LiteRTStep, export_config, export_tokenizer, read_metadata, state_sizes
 from textgen.export.runtime import SavedModelStep, ServingGenerator, evaluate_steps
 from textgen.generate.step_generator import StepGenerator, StepRunner
-from textgen.store.config import RunConfig
 from textgen.text.pipeline import TokenSource
 from textgen.text_model import TextModel
 
@@ -23,7 +22,7 @@ class ExportedTextModel(TextModel):
 
     def __init__(self, path: Path, metadata: dict):
         tokenizer = export_tokenizer(metadata)
-        super().__init__(path, tokenizer, RunConfig.from_dict(metadata["textgen"]["config"]), {})
+        super().__init__(path, tokenizer, export_config(metadata), {})
         self.metadata = metadata
         if path.suffix == ".tflite":
             self.kind = "tflite"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from textgen.errors import TextgenError, TextgenWarning
-from textgen.export.litert import LiteRTStep, export_tokenizer, read_metadata, state_sizes
+from textgen.export.litert import LiteRTStep, export_config, export_tokenizer, read_metadata, state_sizes
 from textgen.generate.numpy_network import NumpyNetwork
 from textgen.generate.numpy_sampling import temperature_list
 from textgen.generate.step_generator import StepGenerator
@@ -184,7 +184,7 @@ def load_sampler(model: str | os.PathLike, *, checkpoint: str = "best",
             raise TextgenError(f"{candidate}: no such file")
         metadata = read_metadata(candidate.parent)
         tokenizer = export_tokenizer(metadata)
-        sampler = SamplingModel(candidate, tokenizer, RunConfig.from_dict(metadata["textgen"]["config"]), {})
+        sampler = SamplingModel(candidate, tokenizer, export_config(metadata), {})
         sampler._generator = StepGenerator(LiteRTStep(candidate), tokenizer, state_sizes(metadata))
         return sampler
     path = artifacts.resolve_model_dir(model, output_dir)

@@ -15,6 +15,7 @@ from textgen.generate.step_generator import States, StepRunner, zero_states
 from textgen.model.machine import cpu_cores
 from textgen.quiet import native_logs_hidden, native_stderr_silenced
 from textgen.store.artifacts import EXPORT_METADATA_FILE
+from textgen.store.config import RunConfig
 from textgen.text.tokenizers import Tokenizer, tokenizer_for
 
 STEP_SIGNATURE = "step"
@@ -96,6 +97,11 @@ def step_logits(runner: StepRunner, metadata: dict, ids: np.ndarray) -> np.ndarr
 def export_tokenizer(metadata: dict) -> Tokenizer:
     """The tokenizer an export's metadata describes (its vocabulary after the unknown token)."""
     return tokenizer_for(metadata["level"])(metadata["vocabulary"][1:])
+
+
+def export_config(metadata: dict) -> RunConfig:
+    """The run configuration of the model an export came from, as its metadata keeps it."""
+    return RunConfig.from_dict(metadata["textgen"]["config"])
 
 
 def read_metadata(export_dir: Path) -> dict:
