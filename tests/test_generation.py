@@ -4,7 +4,7 @@ import pytest
 
 from textgen.generate import generator as generation
 from textgen.generate.generator import MAX_CHUNK_TOKENS, Generator, chunk_sizes
-from textgen.model.network import build_model
+from textgen.model.network import build_model, recurrent_layers
 from textgen.store.config import ModelConfig
 from textgen.text.tokenizers import CharTokenizer
 
@@ -52,8 +52,9 @@ def test_streams_sampled_in_parts_of_the_batch_are_the_text_of_one_loop(parts, m
     one_loop = Generator(model, tokenizer, parts=1).generate("ab", 30, **options)
     generator = Generator(model, tokenizer, parts=parts)
     calls = []
-    monkeypatch.setattr(generator, "_sample_in_parts", lambda *args: calls.append(1) or
-                        generator._sample_parts(*args))
+    for columns in (False, True):
+        monkeypatch.setitem(generator._sample_in_parts, columns, lambda *args, columns=columns:
+                            calls.append(1) or generator._sample_parts(*args, columns=columns))
     assert generator.generate("ab", 30, **options) == one_loop and calls
     assert len(set(one_loop)) > 10
 
@@ -105,6 +106,37 @@ def test_derived_weights_give_the_text_of_the_plain_step(cell, tied):
     after = with_table.generate("ab", 80, **options)
     assert after != before
     assert Generator(model, tokenizer, derived_weights=False).generate("ab", 80, **options) == after
+
+
+@pytest.mark.parametrize(("cell", "tied", "table"), [("lstm", False, True), ("gru", False, True),
+                                                     ("rnn", False, True), ("lstm", True, True),
+                                                     ("lstm", False, False), ("gru", False, False)])
+def test_loops_of_many_rows_run_in_columns_and_draw_the_text_of_rows(cell, tied, table, monkeypatch):
+    """From COLUMNS_MIN_ROWS rows per loop, the sampling loop keeps its states as columns and
+    multiplies by transposed copies of the kernels (a faster dot for XLA); it writes the text of
+    the row layout, whatever the cell and whichever derived weights it uses."""
+    keras.utils.set_random_seed(5)
+    if not table:
+        monkeypatch.setattr(generation, "TABLE_MAX_FLOATS", 0)
+    tokenizer = CharTokenizer(list("abcdefghijklmnop"))
+    model = build_model(ModelConfig(vocab_size=tokenizer.vocab_size, cell=cell, layers=2, units=8,
+                                    embedding_dim=8 if tied else 4, tie_weights=tied))
+    output = model.get_layer("embedding" if tied else "logits")
+    output.set_weights([w * 30 for w in output.get_weights()])  # text that depends on the states
+    for layer in recurrent_layers(model):  # and on the recurrent products
+        layer.set_weights([w * 4 for w in layer.get_weights()])
+    generator = Generator(model, tokenizer, parts=1)
+    assert (generator.input_table is not None) == table
+    options = {"num_samples": generation.COLUMNS_MIN_ROWS, "temperature": 1.0, "top_k": 6,
+               "repetition_penalty": 1.2, "seed": 3}
+    in_columns = generator.generate("ab", 80, **options)
+    traced = {columns: function.experimental_get_tracing_count()
+              for columns, function in generator._sample.items()}
+    assert traced == {False: 0, True: 1}
+    monkeypatch.setattr(generation, "COLUMNS_MIN_ROWS", options["num_samples"] + 1)
+    assert generator.generate("ab", 80, **options) == in_columns
+    assert generator._sample[False].experimental_get_tracing_count() == 1
+    assert len(set(in_columns)) > 1
 
 
 def test_a_fixed_chunk_longer_than_the_buffer_is_split():

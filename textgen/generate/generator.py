@@ -4,13 +4,16 @@ The prime is fed once through the sequence kernels (copies of the recurrent laye
 return their final states); after that every new token costs one step of the cells, inside a
 compiled `tf.while_loop`. The loop's step does the least work per token: the first layer's input
 projection of every vocabulary entry is a table computed once (a row lookup instead of a matmul),
-and each layer makes one `h @ U` product and its gate arithmetic. Generation always computes in
+and each layer makes one `h @ U` product and its gate arithmetic. Loops of many rows keep their
+states as columns ([units, batch]) and multiply W^T @ h^T, which XLA's CPU dot runs faster for
+such shapes (`COLUMNS_MIN_ROWS`). Generation always computes in
 float32, whatever policy the model was trained under, so models trained with mixed precision on a
 GPU sample on any CPU.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -20,7 +23,7 @@ import tensorflow as tf
 
 from textgen.generate.numpy_sampling import temperature_list
 from textgen.generate.priming import fallback_id, prime_ids
-from textgen.generate.sampling import apply_repetition_penalty, sample_rows
+from textgen.generate.sampling import apply_repetition_penalty, gumbel_noise, sample_rows
 from textgen.model.cells import cell_math, weights_split
 from textgen.model.fast_recurrent import batch_parts, loop_parts
 from textgen.model.network import TiedEmbedding, output_weights, recurrent_layers
@@ -35,6 +38,10 @@ MAX_CHUNK_TOKENS = 1024
 # only 64 streams in 2 parts were measured (bench/RESULTS.md, "Loop parts")
 PART_MIN_STREAMS = 8
 CALL_TOKENS = 8192
+# Rows per loop from which the loop runs in the column layout: W^T @ h^T has XLA's CPU dot pick a
+# kernel that suits a few columns (2×256 LSTM, 2-core Sapphire Rapids: rows per loop 8, 16 and 32
+# ran 1.06, 1.16 and 1.15 times as fast, 1 to 4 rows 0.90-0.95; bench/RESULTS.md)
+COLUMNS_MIN_ROWS = 8
 TABLE_MAX_FLOATS = 4_000_000  # the first layer's input table is kept when at most 16 MB
 
 
@@ -132,6 +139,21 @@ class Generator:
         self.output_kernel = (tf.Variable(tf.zeros(self.embedding.embeddings.shape[::-1]), trainable=False,
                                           name="output_kernel")
                               if wanted and isinstance(self.embedding, TiedEmbedding) else None)
+        # The column layout's kernels, transposed once here: a transpose inside the loop would be
+        # folded into the dot, which then runs more slowly than either layout
+        self.column_kernels = [
+            {role: tf.Variable(tf.zeros(weights.shape[::-1]), trainable=False, name=f"{role}_columns_{index}")
+             for role, weights in self._row_kernels(index).items()}
+            for index in range(len(self.layers))] if wanted else None
+
+    def _row_kernels(self, index: int) -> dict[str, tf.Tensor]:
+        """The kernels layer `index` multiplies by in `lean_step`, by role."""
+        kernel, recurrent, _, _ = weights_split(self.layers[index])
+        if self.stacked_kernels[index] is not None:
+            return {"stacked": self.stacked_kernels[index]}
+        if index == 0 and self.input_table is not None:
+            return {"recurrent": recurrent}
+        return {"kernel": kernel, "recurrent": recurrent}
 
     def _compile(self, xla: bool) -> None:
         """The prime and sampling functions, with fixed signatures: one trace per generator,
@@ -148,12 +170,15 @@ class Generator:
         # Under XLA the tokens go to a buffer of MAX_CHUNK_TOKENS (shapes are compile-time), of
         # which a call fills its first `steps`; one compiled loop serves every chunk size.
         capacity = MAX_CHUNK_TOKENS if xla else None
-        self._sample = tf.function(
-            lambda *args: self.sample_graph(*args, capacity=capacity), input_signature=signature,
-            jit_compile=xla)
+        # by layout (columns or not); each traced when first used
+        self._sample = {columns: tf.function(
+            functools.partial(self.sample_graph, capacity=capacity, columns=columns),
+            input_signature=signature, jit_compile=xla) for columns in (False, True)}
         # A compiled loop runs on one core: batches of several streams are cut into parts whose
         # loops TensorFlow runs side by side.
-        self._sample_in_parts = tf.function(self._sample_parts, input_signature=signature)
+        self._sample_in_parts = {columns: tf.function(functools.partial(self._sample_parts, columns=columns),
+                                                      input_signature=signature)
+                                 for columns in (False, True)}
 
     @staticmethod
     def _state_returning_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
@@ -177,6 +202,9 @@ class Generator:
                 stacked.assign(tf.concat([kernel, recurrent], 0))
         if self.output_kernel is not None:
             self.output_kernel.assign(tf.transpose(tf.cast(self.embedding.embeddings, tf.float32)))
+        for index, kernels in enumerate(self.column_kernels or []):
+            for role, weights in self._row_kernels(index).items():
+                kernels[role].assign(tf.transpose(weights))
 
     # -- graph pieces -------------------------------------------------------------------------
     def _embed(self, ids: tf.Tensor) -> tf.Tensor:
@@ -217,44 +245,62 @@ class Generator:
             position += count
         return self._logits(x), new_states
 
-    def lean_step(self, ids: tf.Tensor, states: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    def lean_step(self, ids: tf.Tensor, states: list[tf.Tensor], columns: bool = False
+                  ) -> tuple[tf.Tensor, list[tf.Tensor]]:
         """`step` with the least work per token, for the sampling loop: the first layer's input
         projection is a row of the input table, the next layers of additive cells one stacked
-        matmul each, the others one `h @ U` beside `x @ W`, then the gate arithmetic."""
+        matmul each, the others one `h @ U` beside `x @ W`, then the gate arithmetic. With
+        `columns`, the states are [units, batch] and each product W^T @ x^T; the logits stay
+        [batch, vocab]."""
+        axis = 0 if columns else -1
         x = None
         new_states: list[tf.Tensor] = []
         position = 0
         for index, (layer, count, (math, additive), stacked) in enumerate(
                 zip(self.layers, self.state_counts, self.arithmetic, self.stacked_kernels, strict=True)):
-            kernel, recurrent, input_bias, recurrent_bias = weights_split(layer)
+            _, _, input_bias, recurrent_bias = weights_split(layer)
+            if columns:
+                input_bias, recurrent_bias = input_bias[:, tf.newaxis], recurrent_bias[:, tf.newaxis]
             state = tuple(states[position:position + count])
             if stacked is not None:  # z = [x | h] @ [W; U] + b: additive cells have no recurrent bias
-                layer_states = math(tf.matmul(tf.concat([x, state[0]], -1), stacked) + input_bias, 0.0, state)
+                z = self._product(tf.concat([x, state[0]], axis), index, "stacked", columns) + input_bias
+                layer_states = math(z, 0.0, state, axis)
             else:
                 if index == 0 and self.input_table is not None:
                     xw = tf.gather(self.input_table, ids)
+                    xw = tf.transpose(xw) if columns else xw
                 else:
-                    xw = tf.matmul(self._embed(ids) if index == 0 else x, kernel) + input_bias
-                hu = tf.matmul(state[0], recurrent) + recurrent_bias
-                layer_states = math(xw + hu, 0.0, state) if additive else math(xw, hu, state)
+                    inputs = x if index > 0 else self._embed(ids)
+                    inputs = tf.transpose(inputs) if columns and index == 0 else inputs
+                    xw = self._product(inputs, index, "kernel", columns) + input_bias
+                hu = self._product(state[0], index, "recurrent", columns) + recurrent_bias
+                layer_states = math(xw + hu, 0.0, state, axis) if additive else math(xw, hu, state, axis)
             x = layer_states[0]
             new_states.extend(layer_states)
             position += count
-        return self._logits(x), new_states
+        return self._logits(tf.transpose(x) if columns else x), new_states
 
-    def _sample_parts(self, logits, states, seen, steps, settings: RowSettings):
+    def _product(self, inputs: tf.Tensor, index: int, role: str, columns: bool) -> tf.Tensor:
+        """inputs @ W for layer `index`'s kernel `role` (see `_row_kernels`), or W^T @ inputs."""
+        if columns:
+            return tf.matmul(self.column_kernels[index][role], inputs)
+        return tf.matmul(inputs, self._row_kernels(index)[role])
+
+    def _sample_parts(self, logits, states, seen, steps, settings: RowSettings, columns: bool = False):
         """`_sample` over `self.parts` parts of the batch, each drawing the noise of its rows."""
-        parts = [self._sample(logits[a:b], [s[a:b] for s in states], seen[a:b], steps,
-                              settings.rows_between(a, b))
+        parts = [self._sample[columns](logits[a:b], [s[a:b] for s in states], seen[a:b], steps,
+                                       settings.rows_between(a, b))
                  for a, b in batch_parts(tf.shape(logits)[0], self.parts)]
         tokens, logits, states, seen = zip(*parts, strict=True)
         return (tf.concat(tokens, 0), tf.concat(logits, 0),
                 [tf.concat([part[k] for part in states], 0) for k in range(len(self.state_units))],
                 tf.concat(seen, 0))
 
-    def sample_graph(self, logits, states, seen, steps, settings: RowSettings, capacity: int | None = None):
+    def sample_graph(self, logits, states, seen, steps, settings: RowSettings, capacity: int | None = None,
+                     columns: bool = False):
         """Sample `steps` tokens in a `tf.while_loop` -> ids [batch, capacity or steps], logits,
-        states, seen (with a `capacity`, ids past `steps` are zeros).
+        states, seen (with a `capacity`, ids past `steps` are zeros). `columns`: the loop runs in
+        the column layout (`lean_step`); states come in and go out as [batch, units] either way.
 
         Each row draws its noise from its own (seed, step, row) alone (see RowSettings), so its
         text depends neither on how generation is cut into calls nor on what shares the batch.
@@ -264,22 +310,30 @@ class Generator:
         tokens = tf.TensorArray(tf.int32, size=size, element_shape=tf.TensorShape([None]))
         penalised = tf.reduce_any(settings.penalty != 1)
         cycle = tf.shape(settings.temperatures)[1]
+        vocab = self.tokenizer.vocab_size
 
-        def body(i, logits, states, seen, tokens):
+        def body(i, logits, states, seen, tokens, noise):
             step = settings.steps + i
             # A list is cycled per token (gather: a slice with a runtime index recompiles under XLA).
             temperature = tf.gather(settings.temperatures, step % cycle, axis=1, batch_dims=1)
             logits = tf.cond(penalised, lambda: apply_repetition_penalty(logits, seen, settings.penalty),
                              lambda: logits)
             ids = sample_rows(logits, temperature, settings.top_k, settings.top_p, settings.seeds, step,
-                              settings.rows, self.banned)
+                              settings.rows, self.banned, noise)
             seen = tf.cond(penalised, lambda: tf.logical_or(seen, tf.one_hot(
-                ids, self.tokenizer.vocab_size, on_value=True, off_value=False)), lambda: seen)
-            logits, states = self.lean_step(ids, states)
-            return i + 1, logits, states, seen, tokens.write(i, ids)
+                ids, vocab, on_value=True, off_value=False)), lambda: seen)
+            logits, states = self.lean_step(ids, states, columns)
+            # the next token's noise, carried: computed apart from the argmax (see `sample_rows`)
+            noise = gumbel_noise(vocab, settings.seeds, step + 1, settings.rows)
+            return i + 1, logits, states, seen, tokens.write(i, ids), noise
 
-        _, logits, states, seen, tokens = tf.while_loop(
-            lambda i, *_: i < steps, body, (tf.constant(0), logits, states, seen, tokens))
+        if columns:
+            states = [tf.transpose(s) for s in states]
+        noise = gumbel_noise(vocab, settings.seeds, settings.steps, settings.rows)
+        _, logits, states, seen, tokens, _ = tf.while_loop(
+            lambda i, *_: i < steps, body, (tf.constant(0), logits, states, seen, tokens, noise))
+        if columns:
+            states = [tf.transpose(s) for s in states]
         return tf.reshape(tf.transpose(tokens.stack()), [batch, size]), logits, states, seen
 
     def sample_chunk(self, logits, states, seen, steps: int, settings: RowSettings):
@@ -287,7 +341,10 @@ class Generator:
         numpy, and the logits, states and seen mask to continue from. Batches of several streams
         run as parts side by side."""
         batch = int(logits.shape[0])
-        sample = self._sample_in_parts if batch >= PART_MIN_STREAMS * self.parts > 1 else self._sample
+        in_parts = batch >= PART_MIN_STREAMS * self.parts > 1
+        rows = -(-batch // self.parts) if in_parts else batch  # per loop
+        columns = self.column_kernels is not None and rows >= COLUMNS_MIN_ROWS
+        sample = (self._sample_in_parts if in_parts else self._sample)[columns]
         tokens, logits, states, seen = sample(logits, states, seen, tf.constant(steps), settings)
         return tokens.numpy()[:, :steps], logits, states, seen
 

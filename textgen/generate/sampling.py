@@ -76,6 +76,11 @@ def row_noise(vocab: tf.Tensor | int, seeds: tf.Tensor, steps: tf.Tensor, rows: 
     return tf.minimum(uniform, BELOW_ONE)
 
 
+def gumbel_noise(vocab: tf.Tensor | int, seeds: tf.Tensor, steps: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+    """Gumbel noise [batch, vocab] of each row's (seed, step, row): -log(-log(`row_noise`))."""
+    return -tf.math.log(-tf.math.log(row_noise(vocab, seeds, steps, rows)))
+
+
 def apply_repetition_penalty(logits: tf.Tensor, seen: tf.Tensor, penalty: tf.Tensor) -> tf.Tensor:
     """Make tokens already in the text less likely (Keskar et al., 2019): positive logits are
     divided by `penalty`, negative ones multiplied; `seen` is a [batch, vocab] bool mask, `penalty`
@@ -87,10 +92,12 @@ def apply_repetition_penalty(logits: tf.Tensor, seen: tf.Tensor, penalty: tf.Ten
 
 def sample_rows(logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, top_p: tf.Tensor,
                 seeds: tf.Tensor, steps: tf.Tensor, rows: tf.Tensor,
-                banned: tf.Tensor | None = None) -> tf.Tensor:
+                banned: tf.Tensor | None = None, noise: tf.Tensor | None = None) -> tf.Tensor:
     """logits [batch, vocab] -> ids [batch]; each setting one value or one per row. Temperature 0 is
     greedy (argmax); `banned` is a [vocab] bool mask of ids never emitted; `seeds`, `steps`, `rows`
-    [batch] choose each row's noise (`row_noise`)."""
+    [batch] choose each row's noise (`row_noise`), unless `noise` gives their `gumbel_noise`
+    already: a compiled loop computes it a token ahead, because XLA would otherwise fuse it into
+    the argmax, whose loop over the vocabulary it does not vectorize."""
     logits = tf.cast(logits, tf.float32)
     if banned is not None:
         logits = tf.where(banned[tf.newaxis, :], NEG_INF, logits)
@@ -102,7 +109,8 @@ def sample_rows(logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor, top
     scaled = tf.cond(tf.reduce_any(top_k > 0), lambda: filter_top_k(scaled, top_k), lambda: scaled)
     scaled = tf.cond(tf.reduce_any(top_p < 1), lambda: filter_top_p(scaled, top_p), lambda: scaled)
     # Gumbel-max: argmax(logits + Gumbel noise) is an exact draw from softmax(logits).
-    noise = -tf.math.log(-tf.math.log(row_noise(tf.shape(scaled)[1], seeds, steps, rows)))
+    if noise is None:
+        noise = gumbel_noise(tf.shape(scaled)[1], seeds, steps, rows)
     sampled = tf.argmax(scaled + noise, axis=-1, output_type=tf.int32)
     return tf.where(temperature > 0, sampled, greedy)
 

@@ -2,8 +2,10 @@
 and generation (textgen.generate.generator), so that both compute exactly what Keras' layers do.
 
 A step takes the input projection `x @ W + b` and the recurrent one `h @ U + b_u` and returns the
-new states. Additive cells (LSTM, SimpleRNN) use them only through their sum `z`, and also give
-their derivative from the activations they keep, which the explicit backward loop reuses.
+new states; `axis` is the features' axis: -1 for [batch, units] arrays, 0 for the [units, batch]
+ones of generation's column layout (textgen.generate.generator). Additive cells (LSTM, SimpleRNN)
+use them only through their sum `z`, and also give their derivative from the activations they
+keep, which the explicit backward loop reuses.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ import keras
 import tensorflow as tf
 
 State = tuple[tf.Tensor, ...]
-CellMath = Callable[[tf.Tensor, tf.Tensor | float, State], State]  # (x@W + b, h@U + b_u, states) -> states
+CellMath = Callable[..., State]  # (x@W + b, h@U + b_u, states, axis=-1) -> states
 
 
-def gru_math(xw: tf.Tensor, hu: tf.Tensor, state: State) -> State:
+def gru_math(xw: tf.Tensor, hu: tf.Tensor, state: State, axis: int = -1) -> State:
     """Keras' GRU with reset_after=True (cuDNN's variant): the reset gate scales h @ U_h + b."""
     (h,) = state
-    x_z, x_r, x_h = tf.split(xw, 3, axis=-1)
-    h_z, h_r, h_h = tf.split(hu, 3, axis=-1)
+    x_z, x_r, x_h = tf.split(xw, 3, axis=axis)
+    h_z, h_r, h_h = tf.split(hu, 3, axis=axis)
     z = tf.sigmoid(x_z + h_z)
     candidate = tf.tanh(x_h + tf.sigmoid(x_r + h_r) * h_h)
     return (z * h + (1.0 - z) * candidate,)
@@ -34,7 +36,7 @@ class AnalyticRule:
     kept_count = 1  # how many tensors `step` keeps per step
 
     @staticmethod
-    def step(z: tf.Tensor, state: State) -> tuple[State, State]:
+    def step(z: tf.Tensor, state: State, axis: int = -1) -> tuple[State, State]:
         """(z = xw + hu, states) -> (new states, what to keep for the backward pass)."""
         raise NotImplementedError
 
@@ -49,16 +51,18 @@ class LSTMRule(AnalyticRule):
     kept_count = 2
 
     @staticmethod
-    def step(z, state):
+    def step(z, state, axis=-1):
         _, c = state
         # sigmoid(x) = (1 + tanh(x / 2)) / 2: one tanh over all four gates (Keras' order i, f, g, o)
         # instead of three sigmoids and a tanh on slices, the gates' costliest arithmetic
-        units = c.shape[-1] or tf.shape(c)[-1]
+        units = c.shape[axis] or tf.shape(c)[axis]
         half = tf.fill([units], 0.5)
         scale = tf.concat([half, half, tf.ones([units]), half], 0)
         shift = tf.concat([half, half, tf.zeros([units]), half], 0)
+        if axis == 0:  # broadcast down the columns
+            scale, shift = scale[:, tf.newaxis], shift[:, tf.newaxis]
         gates = tf.tanh(z * scale) * scale + shift
-        i, f, g, o = tf.split(gates, 4, axis=-1)
+        i, f, g, o = tf.split(gates, 4, axis=axis)
         c = f * c + i * g
         tanh_c = tf.tanh(c)
         return (o * tanh_c, c), (gates, tanh_c)  # kept apart: a concat is a copy XLA does not vectorize
@@ -77,7 +81,7 @@ class LSTMRule(AnalyticRule):
 
 class SimpleRule(AnalyticRule):
     @staticmethod
-    def step(z, state):
+    def step(z, state, axis=-1):
         h = tf.tanh(z)
         return (h,), (h,)
 
@@ -88,12 +92,12 @@ class SimpleRule(AnalyticRule):
         return d_h * (1.0 - h * h), (tf.zeros_like(d_h),)
 
 
-def lstm_math(xw: tf.Tensor, hu: tf.Tensor, state: State) -> State:
-    return LSTMRule.step(xw + hu, state)[0]
+def lstm_math(xw: tf.Tensor, hu: tf.Tensor, state: State, axis: int = -1) -> State:
+    return LSTMRule.step(xw + hu, state, axis)[0]
 
 
-def simple_math(xw: tf.Tensor, hu: tf.Tensor, state: State) -> State:
-    return SimpleRule.step(xw + hu, state)[0]
+def simple_math(xw: tf.Tensor, hu: tf.Tensor, state: State, axis: int = -1) -> State:
+    return SimpleRule.step(xw + hu, state, axis)[0]
 
 
 def cell_math(layer: keras.layers.Layer) -> tuple[CellMath, bool]:
