@@ -113,8 +113,9 @@ def batch_sizes(max_batch: int) -> list[int]:
     eighth of `max_batch` (at least 8 rows apart), so that a batch pads few rows.
 
     Never 1: a CPU multiplies a single row by a matrix-vector kernel whose sums round differently
-    (by about 1e-9) from the matrix kernel of larger batches, in which each row's result does not
-    depend on the others. From 2 rows up, a row's text is the same whatever shares the batch."""
+    (by about 1e-9) from the matrix kernel of larger batches. From 2 to 7 rows per loop a row's
+    sums are the same whatever shares the batch; from 8 (the column layout of
+    textgen.generate.generator) they can differ in the last bits with the batch size (docs/serving.md)."""
     step = max(8, -(-max_batch // 8))
     sizes = {size for size in (2, 4, 8) if size < max_batch} | set(range(step, max_batch, step)) | {max_batch}
     return sorted(sizes)
