@@ -36,15 +36,19 @@ def matmul_peak_gflops(size: int = 2048, seconds: float = 2.0) -> float:
 
 # What limits each library's instruction set: XLA, oneDNN (TensorFlow's and PyTorch's), PyTorch's
 # own kernels, MKL (PyTorch's matmul, nn.GRU's and nn.RNN's products) and NumPy's OpenBLAS (whose
-# matmul sets the peak: Haswell is AVX2 with FMA)
+# matmul sets the peak: Haswell is AVX2 with FMA). XLA's dots run in YNNPACK, which reads none of
+# them: `--xla_cpu_experimental_ynn_fusion_type=` turns it off, and XLA's dots then run in oneDNN
 EMULATION_VARIABLES = ("XLA_FLAGS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
                        "OPENBLAS_CORETYPE")
+YNNPACK_OFF = "--xla_cpu_experimental_ynn_fusion_type="
 
 
 def machine() -> dict:
     """The CPU, its widest vector instructions, and the limits set to emulate a narrower one (e.g.
-    XLA_FLAGS=--xla_cpu_max_isa=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
-    MKL_ENABLE_INSTRUCTIONS=AVX2 OPENBLAS_CORETYPE=Haswell on an AVX-512 machine)."""
+    XLA_FLAGS="--xla_cpu_max_isa=AVX2 --xla_cpu_experimental_ynn_fusion_type="
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
+    OPENBLAS_CORETYPE=Haswell on an AVX-512 machine). Under `--xla_cpu_max_isa` with YNNPACK on,
+    `isa_limits_missed` says that XLA's dots still ran AVX-512 code."""
     model, flags = "unknown", set()
     try:
         lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
@@ -58,4 +62,8 @@ def machine() -> dict:
     isa = ("AVX-512 with AMX" if "amx_tile" in flags else "AVX-512" if "avx512f" in flags
            else "AVX2" if "avx2" in flags else "older than AVX2")
     limits = {name: os.environ[name] for name in EMULATION_VARIABLES if name in os.environ}
-    return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "isa": isa, "isa_limits": limits or None}
+    found = {"cpu": model, "cores": len(os.sched_getaffinity(0)), "isa": isa, "isa_limits": limits or None}
+    xla_flags = limits.get("XLA_FLAGS", "").split()
+    if any(flag.startswith("--xla_cpu_max_isa") for flag in xla_flags) and YNNPACK_OFF not in xla_flags:
+        found["isa_limits_missed"] = f"YNNPACK (XLA's dots) ignores --xla_cpu_max_isa; add {YNNPACK_OFF}"
+    return found
