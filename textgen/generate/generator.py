@@ -39,8 +39,8 @@ MAX_CHUNK_TOKENS = 1024
 PART_MIN_STREAMS = 8
 CALL_TOKENS = 8192
 # Rows per loop from which the loop runs in the column layout: W^T @ h^T has XLA's CPU dot pick a
-# kernel that suits a few columns (2×256 LSTM, 2-core Sapphire Rapids: rows per loop 8, 16 and 32
-# ran 1.06, 1.16 and 1.15 times as fast, 1 to 4 rows 0.90-0.95; bench/RESULTS.md)
+# kernel that suits a few columns; below 8 rows the row layout ran faster (bench/RESULTS.md,
+# "Column layout")
 COLUMNS_MIN_ROWS = 8
 TABLE_MAX_FLOATS = 4_000_000  # the first layer's input table is kept when at most 16 MB
 

@@ -76,7 +76,7 @@ class LSTMRule(AnalyticRule):
         d_c = d_c + d_h * o * (1.0 - tanh_c * tanh_c)
         # dz = upstream * partner * the activation's slope (s(1 - s), or 1 - g² for g), each written
         # over all four gates at once: per gate, XLA recomputed d_c in four fusions and then joined
-        # them by a copy (the backward loop 28 -> 22 ms a layer, bench/RESULTS.md)
+        # them by a copy (bench/RESULTS.md, "Where LSTM training's time goes")
         units = tanh_c.shape[-1] or tf.shape(tanh_c)[-1]
         ones, zeros = tf.ones([units]), tf.zeros([units])
         sigmoids = tf.concat([ones, ones, zeros, ones], 0)
