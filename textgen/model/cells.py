@@ -47,6 +47,14 @@ class AnalyticRule:
         raise NotImplementedError
 
 
+def _gate_lanes(like: tf.Tensor, axis: int, sigmoid: float, tanh: float) -> tf.Tensor:
+    """A [4 * units] vector over an LSTM's gates in Keras' order (i, f, g, o): `sigmoid` in the
+    lanes of the three sigmoid gates, `tanh` in g's; `units` is `like`'s size along `axis`."""
+    units = like.shape[axis] or tf.shape(like)[axis]
+    sigmoids, tanhs = tf.fill([units], sigmoid), tf.fill([units], tanh)
+    return tf.concat([sigmoids, sigmoids, tanhs, sigmoids], 0)
+
+
 class LSTMRule(AnalyticRule):
     kept_count = 2
 
@@ -55,10 +63,7 @@ class LSTMRule(AnalyticRule):
         _, c = state
         # sigmoid(x) = (1 + tanh(x / 2)) / 2: one tanh over all four gates (Keras' order i, f, g, o)
         # instead of three sigmoids and a tanh on slices, the gates' costliest arithmetic
-        units = c.shape[axis] or tf.shape(c)[axis]
-        half = tf.fill([units], 0.5)
-        scale = tf.concat([half, half, tf.ones([units]), half], 0)
-        shift = tf.concat([half, half, tf.zeros([units]), half], 0)
+        scale, shift = _gate_lanes(c, axis, 0.5, 1.0), _gate_lanes(c, axis, 0.5, 0.0)
         if axis == 0:  # broadcast down the columns
             scale, shift = scale[:, tf.newaxis], shift[:, tf.newaxis]
         gates = tf.tanh(z * scale) * scale + shift
@@ -77,10 +82,7 @@ class LSTMRule(AnalyticRule):
         # dz = upstream * partner * the activation's slope (s(1 - s), or 1 - g² for g), each written
         # over all four gates at once: per gate, XLA recomputed d_c in four fusions and then joined
         # them by a copy (bench/RESULTS.md, "Where LSTM training's time goes")
-        units = tanh_c.shape[-1] or tf.shape(tanh_c)[-1]
-        ones, zeros = tf.ones([units]), tf.zeros([units])
-        sigmoids = tf.concat([ones, ones, zeros, ones], 0)
-        slope = (1.0 - sigmoids) + gates * (sigmoids - gates)
+        slope = _gate_lanes(tanh_c, -1, 0.0, 1.0) + gates * (_gate_lanes(tanh_c, -1, 1.0, 0.0) - gates)
         d_z = tf.concat([d_c, d_c, d_c, d_h], -1) * tf.concat([g, c_before, i, tanh_c], -1) * slope
         return d_z, (tf.zeros_like(d_h), d_c * f)
 
