@@ -3,9 +3,9 @@ and generation (textgen.generate.generator), so that both compute exactly what K
 
 A step takes the input projection `x @ W + b` and the recurrent one `h @ U + b_u` and returns the
 new states; `axis` is the features' axis: -1 for [batch, units] arrays, 0 for the [units, batch]
-ones of generation's column layout (textgen.generate.generator). Additive cells (LSTM, SimpleRNN)
-use them only through their sum `z`, and also give their derivative from the activations they
-keep, which the explicit backward loop reuses.
+ones of generation's column layout (textgen.generate.generator). Each cell's rule also keeps
+some of its activations and gives the step's derivative from them, which training's explicit
+backward loop uses instead of recomputing the step under a tape.
 """
 
 from __future__ import annotations
@@ -19,31 +19,22 @@ State = tuple[tf.Tensor, ...]
 CellMath = Callable[..., State]  # (x@W + b, h@U + b_u, states, axis=-1) -> states
 
 
-def gru_math(xw: tf.Tensor, hu: tf.Tensor, state: State, axis: int = -1) -> State:
-    """Keras' GRU with reset_after=True (cuDNN's variant): the reset gate scales h @ U_h + b."""
-    (h,) = state
-    x_z, x_r, x_h = tf.split(xw, 3, axis=axis)
-    h_z, h_r, h_h = tf.split(hu, 3, axis=axis)
-    z = tf.sigmoid(x_z + h_z)
-    candidate = tf.tanh(x_h + tf.sigmoid(x_r + h_r) * h_h)
-    return (z * h + (1.0 - z) * candidate,)
+class CellRule:
+    """A cell's step written with its derivative."""
 
-
-class AnalyticRule:
-    """An additive cell's step written with its derivative, so that the backward loop reuses the
-    activations the forward kept instead of recomputing them under a tape."""
-
+    additive = True  # uses x@W + b and h@U + b_u only through their sum (LSTM, SimpleRNN)
     kept_count = 1  # how many tensors `step` keeps per step
 
     @staticmethod
-    def step(z: tf.Tensor, state: State, axis: int = -1) -> tuple[State, State]:
-        """(z = xw + hu, states) -> (new states, what to keep for the backward pass)."""
+    def step(xw: tf.Tensor, hu: tf.Tensor, state: State, axis: int = -1) -> tuple[State, State]:
+        """(x@W + b, h@U + b_u, states) -> (new states, what to keep for the backward pass)."""
         raise NotImplementedError
 
     @staticmethod
-    def gradient(kept: State, state: State, upstream: State) -> tuple[tf.Tensor, State]:
-        """(kept, states before the step, gradients of the new states) -> (dz, gradients of the
-        states before the step, except the part through h @ U)."""
+    def gradient(kept: State, state: State, upstream: State) -> tuple[tf.Tensor, tf.Tensor, State]:
+        """(kept, states before the step, gradients of the new states) -> (gradients of x@W + b
+        and of h@U + b_u, gradients of the states before the step except the part through h@U).
+        Additive cells return one tensor for both."""
         raise NotImplementedError
 
 
@@ -55,12 +46,12 @@ def _gate_lanes(like: tf.Tensor, axis: int, sigmoid: float, tanh: float) -> tf.T
     return tf.concat([sigmoids, sigmoids, tanhs, sigmoids], 0)
 
 
-class LSTMRule(AnalyticRule):
+class LSTMRule(CellRule):
     kept_count = 2
 
     @staticmethod
-    def step(z, state, axis=-1):
-        _, c = state
+    def step(xw, hu, state, axis=-1):
+        z, (_, c) = xw + hu, state
         # sigmoid(x) = (1 + tanh(x / 2)) / 2: one tanh over all four gates (Keras' order i, f, g, o)
         # instead of three sigmoids and a tanh on slices, the gates' costliest arithmetic
         scale, shift = _gate_lanes(c, axis, 0.5, 1.0), _gate_lanes(c, axis, 0.5, 0.0)
@@ -84,38 +75,76 @@ class LSTMRule(AnalyticRule):
         # them by a copy (bench/RESULTS.md, "Where LSTM training's time goes")
         slope = _gate_lanes(tanh_c, -1, 0.0, 1.0) + gates * (_gate_lanes(tanh_c, -1, 1.0, 0.0) - gates)
         d_z = tf.concat([d_c, d_c, d_c, d_h], -1) * tf.concat([g, c_before, i, tanh_c], -1) * slope
-        return d_z, (tf.zeros_like(d_h), d_c * f)
+        return d_z, d_z, (tf.zeros_like(d_h), d_c * f)
 
 
-class SimpleRule(AnalyticRule):
+class GRURule(CellRule):
+    """Keras' GRU with reset_after=True (cuDNN's variant): the reset gate scales h @ U_h + b.
+
+    It keeps its gates, the candidate and h @ U_h + b for the backward pass. Besides sparing
+    the backward a tape, keeping them changes how XLA compiles the forward step: computed whole
+    from x@W + b and h@U + b_u into the state, the step had come out as scalar code, and with
+    the gates also written out it is vector code (bench/RESULTS.md, "GRU by its own rule").
+    """
+
+    additive = False
+    kept_count = 3
+
     @staticmethod
-    def step(z, state, axis=-1):
-        h = tf.tanh(z)
+    def step(xw, hu, state, axis=-1):
+        (h,) = state
+        units = h.shape[axis] or tf.shape(h)[axis]
+        x_zr, x_h = tf.split(xw, [2 * units, units], axis=axis)
+        h_zr, h_h = tf.split(hu, [2 * units, units], axis=axis)
+        zr = tf.sigmoid(x_zr + h_zr)  # the update and reset gates, in one array
+        z, r = tf.split(zr, 2, axis=axis)
+        candidate = tf.tanh(x_h + r * h_h)
+        return (z * h + (1.0 - z) * candidate,), (zr, candidate, h_h)
+
+    @staticmethod
+    def gradient(kept, state, upstream):
+        (h,) = state
+        (d_h,) = upstream
+        zr, candidate, h_h = kept
+        z, r = tf.split(zr, 2, axis=-1)
+        d_x_h = d_h * (1.0 - z) * (1.0 - candidate * candidate)  # the candidate's pre-activation
+        d_zr = tf.concat([d_h * (h - candidate), d_x_h * h_h], -1) * zr * (1.0 - zr)
+        return tf.concat([d_zr, d_x_h], -1), tf.concat([d_zr, d_x_h * r], -1), (d_h * z,)
+
+
+class SimpleRule(CellRule):
+    @staticmethod
+    def step(xw, hu, state, axis=-1):
+        h = tf.tanh(xw + hu)
         return (h,), (h,)
 
     @staticmethod
     def gradient(kept, state, upstream):
         (d_h,) = upstream
         (h,) = kept
-        return d_h * (1.0 - h * h), (tf.zeros_like(d_h),)
+        d_z = d_h * (1.0 - h * h)
+        return d_z, d_z, (tf.zeros_like(d_h),)
 
 
-def lstm_math(xw: tf.Tensor, hu: tf.Tensor, state: State, axis: int = -1) -> State:
-    return LSTMRule.step(xw + hu, state, axis)[0]
-
-
-def simple_math(xw: tf.Tensor, hu: tf.Tensor, state: State, axis: int = -1) -> State:
-    return SimpleRule.step(xw + hu, state, axis)[0]
+def cell_rule(layer: keras.layers.Layer) -> type[CellRule]:
+    """The rule of a Keras LSTM, GRU or SimpleRNN layer (textgen's or Keras' own class, with the
+    cuDNN-style settings textgen builds)."""
+    if isinstance(layer, keras.layers.LSTM):
+        return LSTMRule
+    if isinstance(layer, keras.layers.GRU):
+        return GRURule
+    return SimpleRule
 
 
 def cell_math(layer: keras.layers.Layer) -> tuple[CellMath, bool]:
-    """The step arithmetic of a Keras LSTM, GRU or SimpleRNN layer (textgen's or Keras' own class,
-    with the cuDNN-style settings textgen builds), and whether it is additive."""
-    if isinstance(layer, keras.layers.LSTM):
-        return lstm_math, True
-    if isinstance(layer, keras.layers.GRU):
-        return gru_math, False
-    return simple_math, True
+    """The step arithmetic of a layer (its rule's step without what it keeps), and whether it is
+    additive."""
+    rule = cell_rule(layer)
+
+    def math(xw: tf.Tensor, hu: tf.Tensor, state: State, axis: int = -1) -> State:
+        return rule.step(xw, hu, state, axis)[0]
+
+    return math, rule.additive
 
 
 def weights_split(layer: keras.layers.Layer) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:

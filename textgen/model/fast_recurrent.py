@@ -8,11 +8,11 @@ training on a CPU, these layers replace that loop with the classic hand-written 
 - the input projection of every time step is one large matmul, before the loop;
 - the forward loop computes only `h @ U` and the gate arithmetic, compiled with XLA, and keeps
   what the backward pass needs (LSTM: the activated gates and tanh(c); SimpleRNN: the output;
-  GRU: h @ U);
+  GRU: the gates, the candidate and its part of h @ U);
   the batch is cut into parts whose loops run side by side, one per core (`loop_parts`);
 - the backward loop runs back through time once: one `dz @ U^T` per step and the derivatives of
-  the (elementwise) gate arithmetic, written out for LSTM and SimpleRNN from the kept
-  activations, by local autodiff for GRU; also compiled with XLA;
+  the (elementwise) gate arithmetic, written out from the kept activations
+  (textgen.model.cells); also compiled with XLA;
 - the weight gradients are one large matmul each, after the loop.
 
 Same weights, same function, same saved files (tests check outputs and gradients against the
@@ -28,60 +28,43 @@ from collections.abc import Iterator, Sequence
 import keras
 import tensorflow as tf
 
-from textgen.model.cells import (
-    AnalyticRule,
-    CellMath,
-    LSTMRule,
-    SimpleRule,
-    State,
-    gru_math,
-    lstm_math,
-    simple_math,
-    weights_split,
-)
+from textgen.model.cells import CellRule, GRURule, LSTMRule, SimpleRule, State, weights_split
 from textgen.model.machine import cpu_cores
 
 
 class _TimeLoops:
-    """The forward and backward loops over time of one cell's arithmetic, compiled with XLA.
+    """The forward and backward loops over time of one cell's rule, compiled with XLA.
 
     `additive` cells (LSTM, SimpleRNN) use xw and hu only through their sum z, so the gradients
-    of xw and hu are the same tensor (one array, one weight-gradient matmul); their `rule` gives
-    the step and its derivative. Other cells (GRU) keep hu and differentiate `math` locally.
+    of xw and hu are the same tensor (one array, one weight-gradient matmul).
     """
 
-    def __init__(self, math: CellMath, rule: type[AnalyticRule] | None = None):
-        self.math = math
+    def __init__(self, rule: type[CellRule]):
         self.rule = rule
-        self.additive = rule is not None
+        self.additive = rule.additive
         self.forward = tf.function(self._forward, jit_compile=True)
         self.backward = tf.function(self._backward, jit_compile=True)
 
     def _forward(self, xw: tf.Tensor, recurrent: tf.Tensor, recurrent_bias: tf.Tensor,
                  initial: State) -> tuple[State, State]:
         """xw [time, batch, gates] -> every state at every step [time, batch, units] each, and what
-        the backward pass needs of each step: the rule's activations for additive cells,
-        hu = h @ U + b_u for the others (kept so that the backward need not recompute it)."""
+        the rule keeps of each step for the backward pass."""
         steps = tf.shape(xw)[0]
 
         def body(t, state, sequences, kept):
             hu = tf.matmul(state[0], recurrent) + recurrent_bias
-            if self.additive:
-                state, keep = self.rule.step(xw[t] + hu, state)
-            else:
-                state, keep = self.math(xw[t], hu, state), (hu,)
+            state, keep = self.rule.step(xw[t], hu, state)
             return (t + 1, state, tuple(seq.write(t, s) for seq, s in zip(sequences, state, strict=True)),
                     tuple(array.write(t, k) for array, k in zip(kept, keep, strict=True)))
 
         arrays = tuple(tf.TensorArray(xw.dtype, steps) for _ in initial)
-        kept_count = self.rule.kept_count if self.additive else 1
-        kept = tuple(tf.TensorArray(xw.dtype, steps) for _ in range(kept_count))
+        kept = tuple(tf.TensorArray(xw.dtype, steps) for _ in range(self.rule.kept_count))
         _, _, sequences, kept = tf.while_loop(lambda t, *_: t < steps, body,
                                               (0, tuple(initial), arrays, kept))
         return tuple(seq.stack() for seq in sequences), tuple(array.stack() for array in kept)
 
-    def _backward(self, d_outputs: tf.Tensor, d_final: State, xw: tf.Tensor, kept: State,
-                  previous: State, recurrent_t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, State]:
+    def _backward(self, d_outputs: tf.Tensor, d_final: State, kept: State, previous: State,
+                  recurrent_t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, State]:
         """Gradients of xw and of h @ U + b_u at every step, and of the initial states.
 
         `previous[k][t]` is state k before step t; `d_outputs[t]` the gradient of h after step t.
@@ -89,27 +72,18 @@ class _TimeLoops:
         operand about twice as slowly, and inside the compiled loop it would fold the transpose
         back into the dot.
         """
-        steps = tf.shape(xw)[0]
+        steps = tf.shape(d_outputs)[0]
 
         def body(k, d_state, d_xw, d_hu):
             t = steps - 1 - k
-            state = tuple(p[t] for p in previous)
             upstream = (d_state[0] + d_outputs[t], *d_state[1:])
-            if self.additive:
-                g_xw, g_state = self.rule.gradient(tuple(k[t] for k in kept), state, upstream)
-                g_hu = g_xw
-            else:
-                xw_t, hu_t = xw[t], kept[0][t]
-                with tf.GradientTape() as tape:
-                    tape.watch([xw_t, hu_t, state])
-                    new = self.math(xw_t, hu_t, state)
-                g_xw, g_hu, g_state = tape.gradient(new, [xw_t, hu_t, state], output_gradients=upstream,
-                                                    unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                d_hu = d_hu.write(t, g_hu)
+            g_xw, g_hu, g_state = self.rule.gradient(tuple(k[t] for k in kept), tuple(p[t] for p in previous),
+                                                     upstream)
             g_state = (g_state[0] + tf.matmul(g_hu, recurrent_t), *g_state[1:])
-            return k + 1, g_state, d_xw.write(t, g_xw), d_hu
+            return k + 1, g_state, d_xw.write(t, g_xw), d_hu if self.additive else d_hu.write(t, g_hu)
 
-        arrays = (tf.TensorArray(xw.dtype, steps), tf.TensorArray(xw.dtype, 0 if self.additive else steps))
+        dtype = d_outputs.dtype
+        arrays = (tf.TensorArray(dtype, steps), tf.TensorArray(dtype, 0 if self.additive else steps))
         _, d_initial, d_xw, d_hu = tf.while_loop(lambda k, *_: k < steps, body, (0, tuple(d_final), *arrays))
         d_xw = d_xw.stack()
         return d_xw, d_xw if self.additive else d_hu.stack(), d_initial
@@ -200,7 +174,7 @@ def _explicit_bptt(loops: _TimeLoops, sequences: tf.Tensor, initial: Sequence[tf
         def gradient(d_outputs, *d_final):
             d_final = tuple(tf.zeros_like(s0) if d is None else d
                             for d, s0 in zip(d_final, initial, strict=True))
-            d_xw, d_hu, d_initial = loops.backward(tf.transpose(d_outputs, [1, 0, 2]), d_final, xw, kept,
+            d_xw, d_hu, d_initial = loops.backward(tf.transpose(d_outputs, [1, 0, 2]), d_final, kept,
                                                    previous, tf.transpose(recurrent))
             d_xw = tf.reshape(d_xw, [steps * batch, gates])
             flat_h = tf.reshape(previous[0], [steps * batch, units])
@@ -295,18 +269,18 @@ def carry_states(model: keras.Model, batch_size: int | None) -> None:
 class LSTM(_ExplicitBPTT, keras.layers.LSTM):
     """keras.layers.LSTM, trained on CPUs by explicit backpropagation through time."""
 
-    loops = _TimeLoops(lstm_math, LSTMRule)
+    loops = _TimeLoops(LSTMRule)
 
 
 @keras.saving.register_keras_serializable(package="textgen")
 class GRU(_ExplicitBPTT, keras.layers.GRU):
     """keras.layers.GRU, trained on CPUs by explicit backpropagation through time."""
 
-    loops = _TimeLoops(gru_math)
+    loops = _TimeLoops(GRURule)
 
 
 @keras.saving.register_keras_serializable(package="textgen")
 class SimpleRNN(_ExplicitBPTT, keras.layers.SimpleRNN):
     """keras.layers.SimpleRNN, trained on CPUs by explicit backpropagation through time."""
 
-    loops = _TimeLoops(simple_math, SimpleRule)
+    loops = _TimeLoops(SimpleRule)
