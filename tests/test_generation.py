@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from textgen.generate import generator as generation
 from textgen.generate.generator import MAX_CHUNK_TOKENS, Generator, chunk_sizes
@@ -137,6 +138,14 @@ def test_loops_of_many_rows_run_in_columns_and_draw_the_text_of_rows(cell, tied,
     assert generator.generate("ab", 80, **options) == in_columns
     assert generator._sample[False].experimental_get_tracing_count() == 1
     assert len(set(in_columns)) > 1
+
+
+def test_the_grus_first_columns_are_the_table_rows_transposed_exactly():
+    """In the column layout the GRU's first layer transposes its table rows by a product with the
+    identity (generator._columns_of); compiled by XLA, as in the loop, the numbers stay the rows'."""
+    rows = np.random.default_rng(0).normal(0, 10, (32, 96)).astype("float32")
+    columns = tf.function(generation._columns_of, jit_compile=True)(tf.constant(rows))
+    np.testing.assert_array_equal(columns.numpy(), rows.T)
 
 
 def test_a_fixed_chunk_longer_than_the_buffer_is_split():

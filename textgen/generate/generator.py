@@ -55,6 +55,14 @@ def chunk_sizes(length: int, num_samples: int) -> Iterator[int]:
         size = min(2 * size, cap)
 
 
+def _columns_of(rows: tf.Tensor) -> tf.Tensor:
+    """rows [batch, n] -> [n, batch], by rows^T @ I. A transpose would be fused by XLA into the GRU's
+    first step, which its CPU compiler then emits as scalar code; a product's operand and result
+    are arrays of their own. Each entry is one row value times 1 plus zeros: the same numbers
+    (bench/RESULTS.md, "GRU by its own rule"; the LSTM's step measured no faster so)."""
+    return tf.matmul(rows, tf.eye(tf.shape(rows)[0], dtype=rows.dtype), transpose_a=True)
+
+
 class RowSettings(NamedTuple):
     """How each row samples, and where its noise comes from: one entry per row (stream), so that a
     batch can hold requests with settings of their own. Row r samples token i of a call at
@@ -268,7 +276,8 @@ class Generator:
             else:
                 if index == 0 and self.input_table is not None:
                     xw = tf.gather(self.input_table, ids)
-                    xw = tf.transpose(xw) if columns else xw
+                    if columns:  # the GRU's by a product with the identity (exact): see _columns_of
+                        xw = tf.transpose(xw) if additive else _columns_of(xw)
                 else:
                     inputs = x if index > 0 else self._embed(ids)
                     inputs = tf.transpose(inputs) if columns and index == 0 else inputs
