@@ -23,26 +23,25 @@ import common  # noqa: F401  (quiets TensorFlow's logging before it is imported)
 
 
 def gru_loop(steps: int, product_dtype, jit_compile: bool):
-    """A tf.function: xw [steps, batch, 3 units] -> every state [steps, batch, units], each step
-    textgen's own GRU arithmetic (cells.cell_math)."""
-    import keras
+    """A tf.function: xw [steps, batch, 3 units] -> every state [steps, batch, units] and what each
+    step keeps for a backward pass, each step textgen's own GRU arithmetic (cells.GRURule) as
+    training runs it (what the step keeps also decides how XLA fuses it: bench/RESULTS.md)."""
     import tensorflow as tf
 
-    from textgen.model.cells import cell_math
-
-    gru_math, _ = cell_math(keras.layers.GRU(1))
+    from textgen.model.cells import GRURule
 
     def loop(xw, recurrent, recurrent_bias, initial):
         recurrent_cast = tf.cast(recurrent, product_dtype)
 
-        def body(t, h, states):
+        def body(t, h, states, kept):
             hu = tf.cast(tf.matmul(tf.cast(h, product_dtype), recurrent_cast), tf.float32) + recurrent_bias
-            (h,) = gru_math(xw[t], hu, (h,))
-            return t + 1, h, states.write(t, h)
+            (h,), keep = GRURule.step(xw[t], hu, (h,))
+            return t + 1, h, states.write(t, h), tuple(a.write(t, k) for a, k in zip(kept, keep, strict=True))
 
-        _, _, states = tf.while_loop(lambda t, *_: t < steps, body,
-                                     (0, initial, tf.TensorArray(tf.float32, steps)))
-        return states.stack()
+        kept = tuple(tf.TensorArray(tf.float32, steps) for _ in range(GRURule.kept_count))
+        _, _, states, kept = tf.while_loop(lambda t, *_: t < steps, body,
+                                           (0, initial, tf.TensorArray(tf.float32, steps), kept))
+        return states.stack(), tuple(array.stack() for array in kept)
 
     return tf.function(loop, jit_compile=jit_compile)
 
@@ -72,12 +71,12 @@ def main() -> None:
                              ("graph_bfloat16_product", tf.bfloat16, False),
                              ("xla_bfloat16_product", tf.bfloat16, True)]:
         loop = gru_loop(steps, dtype, jit)
-        states = loop(xw, recurrent, recurrent_bias, initial).numpy()  # traced and compiled here
+        states = loop(xw, recurrent, recurrent_bias, initial)[0].numpy()  # traced and compiled here
         reference = states if reference is None else reference
         seconds = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            loop(xw, recurrent, recurrent_bias, initial).numpy()
+            loop(xw, recurrent, recurrent_bias, initial)[0].numpy()
             seconds.append(time.perf_counter() - start)
         seconds.sort()
         results["designs"][name] = {
