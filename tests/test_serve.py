@@ -292,6 +292,30 @@ def test_a_port_in_use_is_one_error_line(char_model, capsys):
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("textgen: error: cannot listen on")
 
 
+def test_connections_send_small_writes_without_delay():
+    """Each streamed event is a small write: with Nagle's algorithm on, the first one after the
+    headers waited for the client's delayed ACK (about 40 ms). asyncio turns it off only on sockets
+    that name IPPROTO_TCP, as the server's listening socket now does."""
+    from textgen.serving.server import _listen
+
+    async def nodelay_of_an_accepted_connection() -> int:
+        accepted = asyncio.get_running_loop().create_future()
+
+        async def handler(reader, writer):
+            accepted.set_result(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP,
+                                                                            socket.TCP_NODELAY))
+            writer.close()
+
+        listening = _listen("127.0.0.1", 0)
+        async with await asyncio.start_server(handler, sock=listening):
+            _, writer = await asyncio.open_connection("127.0.0.1", listening.getsockname()[1])
+            nodelay = await accepted
+            writer.close()
+        return nodelay
+
+    assert asyncio.run(nodelay_of_an_accepted_connection()) == 1
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--max-n", "9", "--max-batch", "8"], "--max-n 9 exceeds --max-batch 8"),
     (["--port", "70000"], "70000 is not in the range"),
