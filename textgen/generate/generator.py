@@ -58,8 +58,9 @@ def chunk_sizes(length: int, num_samples: int) -> Iterator[int]:
 def _columns_of(rows: tf.Tensor) -> tf.Tensor:
     """rows [batch, n] -> [n, batch], by rows^T @ I. A transpose would be fused by XLA into the GRU's
     first step, which its CPU compiler then emits as scalar code; a product's operand and result
-    are arrays of their own. Each entry is one row value times 1 plus zeros: the same numbers
-    (bench/RESULTS.md, "GRU by its own rule"; the LSTM's step measured no faster so)."""
+    are arrays of their own. Each entry is one row value times 1 plus zeros: the same numbers, but
+    for a -0.0 that may come out +0.0 (bench/RESULTS.md, "GRU by its own rule"; the LSTM's step
+    measured no faster so)."""
     return tf.matmul(rows, tf.eye(tf.shape(rows)[0], dtype=rows.dtype), transpose_a=True)
 
 
