@@ -41,7 +41,6 @@ class _TimeLoops:
 
     def __init__(self, rule: type[CellRule]):
         self.rule = rule
-        self.additive = rule.additive
         self.forward = tf.function(self._forward, jit_compile=True)
         self.backward = tf.function(self._backward, jit_compile=True)
 
@@ -80,13 +79,13 @@ class _TimeLoops:
             g_xw, g_hu, g_state = self.rule.gradient(tuple(k[t] for k in kept), tuple(p[t] for p in previous),
                                                      upstream)
             g_state = (g_state[0] + tf.matmul(g_hu, recurrent_t), *g_state[1:])
-            return k + 1, g_state, d_xw.write(t, g_xw), d_hu if self.additive else d_hu.write(t, g_hu)
+            return k + 1, g_state, d_xw.write(t, g_xw), d_hu if self.rule.additive else d_hu.write(t, g_hu)
 
         dtype = d_outputs.dtype
-        arrays = (tf.TensorArray(dtype, steps), tf.TensorArray(dtype, 0 if self.additive else steps))
+        arrays = (tf.TensorArray(dtype, steps), tf.TensorArray(dtype, 0 if self.rule.additive else steps))
         _, d_initial, d_xw, d_hu = tf.while_loop(lambda k, *_: k < steps, body, (0, tuple(d_final), *arrays))
         d_xw = d_xw.stack()
-        return d_xw, d_xw if self.additive else d_hu.stack(), d_initial
+        return d_xw, d_xw if self.rule.additive else d_hu.stack(), d_initial
 
 
 _bf16_products = False  # inside `bf16_products(True)`
@@ -180,7 +179,7 @@ def _explicit_bptt(loops: _TimeLoops, sequences: tf.Tensor, initial: Sequence[tf
             flat_h = tf.reshape(previous[0], [steps * batch, units])
             d_x = tf.reshape(_product(d_xw, kernel, transpose_b=True), [steps, batch, features])
             d_x = tf.transpose(d_x, [1, 0, 2])
-            if loops.additive:  # both weight gradients and the bias in one matmul: [x | h | 1]^T @ dz
+            if loops.rule.additive:  # both weight gradients and the bias in one matmul: [x | h | 1]^T @ dz
                 ones = tf.ones([steps * batch, 1], flat_x.dtype)  # the bias gradient: the sum of dz's rows
                 d_weights = _product(tf.concat([flat_x, flat_h, ones], 1), d_xw, transpose_a=True)
                 d_kernel, d_recurrent = d_weights[:features], d_weights[features:features + units]
