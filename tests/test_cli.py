@@ -128,6 +128,16 @@ def test_a_real_process_prints_exactly_one_error_line(tmp_path):
         f"textgen: error: {tmp_path / 'nope'}: no such model (looked in {tmp_path / 'nope'})"]
 
 
+def test_tensorflow_is_imported_out_of_the_collectors_way():
+    """What importing TensorFlow and Keras made is frozen, and the collector runs again after it:
+    each full collection had walked all of it (bench/RESULTS.md, "Start-up")."""
+    code = ("import gc; from textgen.cli.params import start_tensorflow; start_tensorflow(); "
+            "print(gc.isenabled(), gc.get_freeze_count())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    enabled, frozen = result.stdout.split()
+    assert enabled == "True" and int(frozen) > 100_000
+
+
 @pytest.mark.parametrize(("data", "message"), [
     (b"tiny\n", "fewer than one window"),
     ("ça va très bien\n".encode("latin-1") * 50, "--encoding"),
