@@ -52,12 +52,13 @@ def textgen_run(folder: Path, seconds: float, extra: list[str], val_ids: np.ndar
 def windows_loss(model_dir: Path, val_ids: np.ndarray, seq_len: int) -> float:
     """The best model's loss on windows of `seq_len` (whatever it trained on), as PyTorch's is read."""
     import textgen
-    from textgen.generate.evaluation import evaluate_windows
-    from textgen.text.pipeline import TokenSource
+    from textgen.generate.evaluation import LossTally, evaluate_windows
+    from textgen.text.tokens import TokenSource
 
     model = textgen.load(model_dir)
     source = TokenSource(lambda: iter([(val_ids, np.ones_like(val_ids))]), len(val_ids), len(val_ids), "val")
-    return evaluate_windows(model.keras_model, source, seq_len, 64)["loss"]
+    return evaluate_windows(model._window_losses(), source, seq_len, 64,
+                            LossTally(model.tokenizer.vocab_size))["loss"]
 
 
 def main() -> None:

@@ -76,7 +76,8 @@ def test_tensorflow_start_up_output_is_hidden_unless_verbose(flags, redirected, 
     """Without --verbose, file descriptor 2 points at /dev/null while TensorFlow is imported."""
     script = ("import os; from textgen.cli import main; calls = []; real = os.dup2; "
               "os.dup2 = lambda a, b: (calls.append(b), real(a, b))[1]; "
-              f"main([*{flags!r}, 'evaluate', {str(tmp_path / 'none')!r}, 'held_out.txt']); print(calls)")
+              f"main([*{flags!r}, 'evaluate', {str(tmp_path / 'none')!r}, 'held_out.txt', "
+              "'--engine', 'compiled']); print(calls)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == ("[2, 2]" if redirected else "[]")
     assert "no such model" in result.stderr

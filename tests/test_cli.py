@@ -57,6 +57,29 @@ def test_evaluate_json_and_text(char_model, held_out_file, capsys):
     assert code == 0 and longer["tokens"] == (5000 // 101) * 100 and longer["loss"] != result["loss"]
 
 
+@pytest.mark.parametrize("fixture", ["char_model", "word_model"])
+def test_evaluate_in_numpy_gives_what_tensorflow_gives(fixture, held_out_file, capsys, request):
+    model = request.getfixturevalue(fixture)
+    results = {}
+    for engine in ("numpy", "compiled"):
+        code, out, _ = run_cli(["evaluate", model, held_out_file, "--json", "--engine", engine], capsys)
+        assert code == 0
+        results[engine] = json.loads(out)
+    numpy_result, keras_result = results["numpy"], results["compiled"]
+    assert (numpy_result["tokens"], numpy_result["chars"]) == (keras_result["tokens"], keras_result["chars"])
+    assert numpy_result["loss"] == pytest.approx(keras_result["loss"], rel=1e-5)
+    assert numpy_result["bits_per_char"] == pytest.approx(keras_result["bits_per_char"], rel=1e-5)
+
+
+def test_evaluate_of_a_short_text_does_not_import_tensorflow(char_model, held_out_file):
+    code = ("import sys; from textgen.cli import main; "
+            f"main(['evaluate', {str(char_model)!r}, {str(held_out_file)!r}, '--json']); "
+            "print('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    *_, imported = result.stdout.split()
+    assert result.returncode == 0 and imported == "False" and '"tokens"' in result.stdout
+
+
 def test_word_model_end_to_end(word_model, held_out_file, capsys):
     tokenizer = json.loads((word_model / "tokenizer.json").read_text())
     assert tokenizer["level"] == "word" and "\n" in tokenizer["tokens"]

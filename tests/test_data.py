@@ -3,18 +3,16 @@ import pytest
 
 from textgen.errors import TextgenError
 from textgen.text.corpus import Corpus, TextCorpus
-from textgen.text.pipeline import (
+from textgen.text.pipeline import carried_batches, carried_training_dataset, training_dataset
+from textgen.text.tokenizers import CharTokenizer, WordTokenizer
+from textgen.text.tokens import (
     TokenSource,
-    carried_batches,
-    carried_training_dataset,
     corpus_streams,
     require_windows,
     split_tail,
     token_stream,
-    training_dataset,
     window_blocks,
 )
-from textgen.text.tokenizers import CharTokenizer, WordTokenizer
 
 TEXT = "".join(chr(ord("a") + i % 26) for i in range(1000))
 

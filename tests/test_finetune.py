@@ -85,7 +85,8 @@ def test_extended_vocabulary_keeps_the_weights_of_known_tokens(tied, word_model,
     from textgen.model.network import build_model, output_weights
     from textgen.store.config import TrainConfig
     from textgen.text.corpus import open_corpus
-    from textgen.text.pipeline import evaluation_dataset, measured_source
+    from textgen.text.pipeline import evaluation_dataset
+    from textgen.text.tokens import measured_source
     from textgen.training.finetune import begin, plan, settings
     from textgen.training.options import InitOptions
 

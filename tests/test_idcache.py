@@ -7,7 +7,7 @@ import pytest
 
 from textgen.store.ids_cache import IdCache
 from textgen.text.corpus import FileCorpus
-from textgen.text.pipeline import token_stream
+from textgen.text.tokens import token_stream
 
 from helpers import TINY, run_cli
 

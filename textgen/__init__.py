@@ -22,7 +22,7 @@ def __getattr__(name: str) -> Any:
         from textgen import api
 
         return getattr(api, name)
-    if name == "load_sampler":  # generation only, in numpy: no TensorFlow
+    if name == "load_sampler":  # generation and evaluation in numpy: no TensorFlow
         from textgen.sampling_model import load_sampler
 
         return load_sampler

@@ -9,9 +9,9 @@ from typing import Any
 
 from textgen.errors import TextgenError
 from textgen.export.litert import LiteRTStep, export_config, export_tokenizer, read_metadata, state_sizes
-from textgen.export.runtime import SavedModelStep, ServingGenerator, evaluate_steps
+from textgen.export.runtime import SavedModelStep, ServingGenerator
+from textgen.generate.evaluation import WindowLosses, step_window_losses
 from textgen.generate.step_generator import StepGenerator, StepRunner
-from textgen.text.pipeline import TokenSource
 from textgen.text_model import TextModel
 
 
@@ -45,9 +45,8 @@ class ExportedTextModel(TextModel):
     def export(self, output: str | os.PathLike | None = None, **options: Any) -> Any:
         raise TextgenError(f"{self.path} is an export already; export the model it came from")
 
-    def _evaluate_source(self, source: TokenSource, seq_len: int) -> dict:
-        return evaluate_steps(self.runner, self.metadata, source, seq_len, self.config.train.batch_size,
-                              self._tally())
+    def _window_losses(self) -> WindowLosses:
+        return step_window_losses(self.runner, state_sizes(self.metadata))
 
 
 def load_export(path: Path) -> ExportedTextModel:

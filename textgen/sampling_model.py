@@ -1,8 +1,8 @@
-"""The text-making half of a trained model: prime, sample, stream, stop; what `textgen sample`
-needs, without TensorFlow. `load_sampler` runs a model folder's network in numpy
-(textgen.generate.numpy_network), or a `.tflite` export through LiteRT, which start in a fraction
-of a second where importing TensorFlow takes several; TextModel adds the compiled generator,
-evaluation and export on top.
+"""A trained model without TensorFlow: prime, sample, stream, stop, and measure it on held-out
+text; what `textgen sample` and `textgen evaluate` need for short jobs. `load_sampler` runs a model
+folder's network in numpy (textgen.generate.numpy_network), or a `.tflite` export through LiteRT,
+which start in a fraction of a second where importing TensorFlow takes several; TextModel adds the
+compiled generator, Keras' evaluation and export on top.
 """
 
 from __future__ import annotations
@@ -16,13 +16,18 @@ from typing import Any
 
 from textgen.errors import TextgenError, TextgenWarning
 from textgen.export.litert import LiteRTStep, export_config, export_tokenizer, read_metadata, state_sizes
+from textgen.generate.evaluation import LossTally, WindowLosses, evaluate_windows, step_window_losses
+from textgen.generate.novelty import NGRAM_SIZES, measure_novelty
 from textgen.generate.numpy_network import NumpyNetwork
 from textgen.generate.numpy_sampling import temperature_list
 from textgen.generate.step_generator import StepGenerator
 from textgen.generate.stopping import DocumentEnd, StopFilter
 from textgen.store import artifacts
 from textgen.store.config import RunConfig
+from textgen.text.corpus import Corpus, TextCorpus, open_corpus
+from textgen.text.records import RecordFormat
 from textgen.text.tokenizers import Tokenizer
+from textgen.text.tokens import measured_source, require_windows
 
 
 class UnknownPrimeWarning(TextgenWarning):
@@ -155,6 +160,64 @@ class SamplingModel:
         """
         return self.generate_many(prime, length, num_samples=1, **options)[0]
 
+    def evaluate(self, files: Sequence[str | os.PathLike] = (), *, text: str | None = None,
+                 encoding: str = "utf-8", seq_len: int | None = None) -> dict:
+        """Loss (nats/token), perplexity, bits per character and token count on held-out text,
+        over consecutive windows of `seq_len` tokens (default: the training windows'), each read
+        from a zero state as validation reads them; models trained on different windows compare
+        at the same `seq_len`.
+
+        >>> result = textgen.load(tiny).evaluate([held_out])
+        >>> sorted(result)
+        ['bits_per_char', 'bits_per_token', 'chars', 'loss', 'perplexity', 'tokens']
+        >>> result["tokens"], round(result["bits_per_char"] * 0.6931 / result["loss"], 3)
+        (4832, 1.0)
+        >>> in_numpy = textgen.load_sampler(tiny).evaluate([held_out])    # no TensorFlow
+        >>> in_numpy["tokens"], abs(in_numpy["loss"] - result["loss"]) < 1e-5
+        (4832, True)
+        """
+        if (text is None) == (not files):
+            raise TextgenError("evaluate needs either files or text")
+        if seq_len is not None and seq_len < 1:
+            raise TextgenError("seq-len must be at least 1")
+        corpus: Corpus = TextCorpus(text) if text is not None else open_corpus(
+            [str(f) for f in files], encoding=encoding, records=self.record_format)
+        seq_len = seq_len or self.config.train.seq_len
+        source = measured_source(self.tokenizer, corpus, "evaluation text")
+        require_windows(source, seq_len, "the evaluation text")
+        return evaluate_windows(self._window_losses(), source, seq_len, self.config.train.batch_size,
+                                LossTally(self.tokenizer.vocab_size, self.tokenizer.specials))
+
+    def novelty(self, corpus: Sequence[str | os.PathLike], *, num_samples: int = 5, length: int = 500,
+                temperature: float = 0.8, seed: int = 0, encoding: str = "utf-8") -> dict:
+        """How much of this model's text is copied from `corpus` (files, folders or tfds:NAME):
+        the longest copied run and the share of copied n-grams, over `num_samples` samples; for a
+        model of records (each sample one record), also how many samples are a training record
+        verbatim (`verbatim_records`, `verbatim_share`).
+
+        >>> report = textgen.load(tiny).novelty([corpus], length=200)
+        >>> report["longest_copy_tokens"] >= 1, sorted(report["copied_ngrams"])
+        (True, ['16', '32', '8'])
+        """
+        texts = self.generate_many("", length, num_samples=num_samples, temperature=temperature, seed=seed)
+        source = open_corpus([str(c) for c in corpus], encoding=encoding, progress=False,
+                             records=self.record_format)
+        report = measure_novelty(texts, self.tokenizer, source, NGRAM_SIZES[self.config.level])
+        return {"samples": num_samples, "tokens_per_sample": length, "temperature": temperature,
+                "seed": seed, **report}
+
+    @property
+    def record_format(self) -> RecordFormat | None:
+        """How the records this model was trained on were read (files to evaluate are read alike);
+        None for a model of one text."""
+        if self.config.corpus.get("kind") != "records":
+            return None
+        return RecordFormat.from_dict(self.config.corpus.get("documents", {}))
+
+    def _window_losses(self) -> WindowLosses:
+        """The cross-entropy of each window's targets, from the step model that samples."""
+        return step_window_losses(self.generator.runner, self.generator.state_sizes)
+
 
 def check_sampling(length: int, num_samples: int, temperatures: list[float], top_k: int,
                    top_p: float, repetition_penalty: float) -> None:
@@ -175,9 +238,10 @@ def check_sampling(length: int, num_samples: int, temperatures: list[float], top
 
 def load_sampler(model: str | os.PathLike, *, checkpoint: str = "best",
                  output_dir: str | os.PathLike = "saved_models") -> SamplingModel:
-    """A model folder (or a model name inside `output_dir`) for generation only, run in numpy, or
-    an exported `.tflite` file, run by LiteRT: the same text as `textgen.load(model).generate(...)`
-    for the same seed, without importing TensorFlow. (SavedModels are run by `textgen.load`.)"""
+    """A model folder (or a model name inside `output_dir`) run in numpy, or an exported `.tflite`
+    file, run by LiteRT, to generate and evaluate without importing TensorFlow: the same text as
+    `textgen.load(model).generate(...)` for the same seed, and the same losses to about 1e-6.
+    (SavedModels are run by `textgen.load`.)"""
     candidate = Path(model).expanduser()
     if candidate.suffix == ".tflite":
         if not candidate.is_file():

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +41,20 @@ def load(model: str, checkpoint: str, output_dir: str) -> Any:
 # of a second against seconds for TensorFlow's, but whose loop is slower than the compiled one:
 # where they break even (bench/startup.py; bench/RESULTS.md, "Start-up")
 NUMPY_MAX_LENGTH = 20_000
+# Up to this much held-out text, `evaluate --engine auto` measures a model folder in numpy: TensorFlow's
+# start-up is not won back below it (bench/RESULTS.md, "Evaluation in numpy")
+EVALUATE_NUMPY_MAX_BYTES = 1_000_000
 
 
-def load_for_sampling(model: str, checkpoint: str, output_dir: str, engine: str, length: int) -> Any:
-    """Without TensorFlow to import: a model folder's network in numpy for short jobs, a `.tflite`
-    file through LiteRT. Otherwise the compiled generator, or a SavedModel through TensorFlow."""
+def load_for_sampling(model: str, checkpoint: str, output_dir: str, engine: str, short: bool) -> Any:
+    """Without TensorFlow to import: a model folder's network in numpy for short jobs (`short`, under
+    `--engine auto`), a `.tflite` file through LiteRT. Otherwise the compiled generator and Keras'
+    network, or a SavedModel through TensorFlow."""
     candidate = Path(model).expanduser()
     tflite = candidate.suffix == ".tflite"
     if not tflite and (is_export(candidate) or is_export_folder(candidate)):
         return load(model, checkpoint, output_dir)
-    if not tflite and (engine == "compiled" or (engine == "auto" and length > NUMPY_MAX_LENGTH)):
+    if not tflite and (engine == "compiled" or (engine == "auto" and not short)):
         return load(model, checkpoint, output_dir)
     from textgen.sampling_model import load_sampler
 
@@ -102,7 +107,7 @@ def sample(model, prime, length, temperature, top_k, top_p, num_samples, stop, r
       textgen sample tinyshakespeare-char --prime "ROMEO:" --length 300 --seed 1
       textgen sample recipes --label dessert --num-samples 5
     """
-    text_model = load_for_sampling(model, checkpoint, output_dir, engine, length)
+    text_model = load_for_sampling(model, checkpoint, output_dir, engine, length <= NUMPY_MAX_LENGTH)
     stops = [unescape(s) for s in stop]
     if prompt_loop:
         _prompt_loop(text_model, interactive.Settings(length, temperature, top_k, top_p, repetition_penalty,
@@ -217,10 +222,17 @@ def _prompt_loop(text_model: Any, settings: interactive.Settings) -> None:
                    "compare models at the same --seq-len.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--engine", type=click.Choice(["auto", "numpy", "compiled"]), default="auto", show_default=True,
+              help="A model folder: numpy starts at once (no TensorFlow); compiled (Keras' network in "
+                   "TensorFlow) takes seconds to start, then runs about as fast (faster for large "
+                   "vocabularies); auto: numpy up to "
+                   f"{EVALUATE_NUMPY_MAX_BYTES:,} bytes of held-out text (and --length "
+                   f"{NUMPY_MAX_LENGTH:,} for --novelty). Losses agree to about 1e-6; --novelty's samples "
+                   "are the same text. (A .tflite runs in LiteRT, a SavedModel in TensorFlow.)")
 @CHECKPOINT
 @LOOKUP
 def evaluate(model, files, novelty_sources, samples, length, temperature, seed, seq_len, as_json, encoding,
-             checkpoint, output_dir) -> None:
+             engine, checkpoint, output_dir) -> None:
     """Measure loss, perplexity and bits per character on held-out text, and with --novelty how
     much of the model's text is copied from its training corpus.
 
@@ -231,7 +243,9 @@ def evaluate(model, files, novelty_sources, samples, length, temperature, seed, 
     """
     if not files and not novelty_sources:
         raise TextgenError("give held-out text files to measure, or --novelty CORPUS")
-    text_model = load(model, checkpoint, output_dir)
+    short = (_text_bytes(files) <= EVALUATE_NUMPY_MAX_BYTES
+             and (not novelty_sources or length <= NUMPY_MAX_LENGTH))
+    text_model = load_for_sampling(model, checkpoint, output_dir, engine, short)
     result = text_model.evaluate(files, encoding=encoding, seq_len=seq_len) if files else {}
     if novelty_sources:
         result["novelty"] = text_model.novelty(novelty_sources, num_samples=samples, length=length,
@@ -258,3 +272,18 @@ def evaluate(model, files, novelty_sources, samples, length, temperature, seed, 
         if "verbatim_records" in report:
             click.echo(f"verbatim records    {report['verbatim_records']} of {samples} "
                        f"({report['verbatim_share']:.0%}) are records of the corpus, whole")
+
+
+def _text_bytes(files: Sequence[str]) -> float:
+    """Bytes of the files and folders given; a tfds:NAME dataset counts as endless (TensorFlow
+    Datasets reads it), a missing path as nothing (an error either way, sooner without TensorFlow)."""
+    total = 0
+    for name in files:
+        if name.startswith("tfds:"):
+            return math.inf
+        path = Path(name).expanduser()
+        if path.is_file():
+            total += path.stat().st_size
+        elif path.is_dir():
+            total += sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file())
+    return total

@@ -1,5 +1,4 @@
-"""Run exported SavedModels through TensorFlow (`.tflite` files: textgen.export.litert), and
-measure either kind on held-out text.
+"""Run exported SavedModels through TensorFlow (`.tflite` files: textgen.export.litert).
 
 A SavedModel is driven through its `step` signature (ids and states in, logits and states out)
 by textgen.generate.step_generator, which draws what the Keras generator draws, and also runs its
@@ -15,12 +14,10 @@ from typing import Any
 import numpy as np
 
 from textgen.errors import TextgenError
-from textgen.export.litert import STEP_SIGNATURE, next_state_name, step_logits
-from textgen.generate.evaluation import LossTally
+from textgen.export.litert import STEP_SIGNATURE, next_state_name
 from textgen.generate.numpy_sampling import temperature_list
 from textgen.generate.priming import prime_ids
-from textgen.generate.step_generator import States, StepRunner
-from textgen.text.pipeline import TokenSource, window_dataset
+from textgen.generate.step_generator import States
 from textgen.text.tokenizers import Tokenizer
 
 
@@ -64,21 +61,3 @@ class ServingGenerator:
                                  top_k=tf.constant(int(top_k)), top_p=tf.constant(float(top_p)),
                                  seed=tf.constant(int(seed)), **labels)
         yield outputs["token_ids"].numpy()
-
-
-def evaluate_steps(runner: StepRunner, metadata: dict, source: TokenSource, seq_len: int,
-                   batch_size: int, tally: LossTally) -> dict:
-    """`evaluation.evaluate_windows` for a step model: the same windows, each from a zero state."""
-    windows = window_dataset(source, seq_len, with_lengths=True).batch(batch_size)
-    for ids, lengths in windows.as_numpy_iterator():
-        logits = step_logits(runner, metadata, ids[:, :-1]).astype(np.float64)
-        log_probs = logits - _logsumexp(logits)
-        targets = ids[:, 1:]
-        losses = -np.take_along_axis(log_probs, targets[..., np.newaxis], axis=-1)[..., 0]
-        tally.add(losses, targets, lengths[:, 1:])
-    return tally.report()
-
-
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    top = x.max(axis=-1, keepdims=True)
-    return top + np.log(np.exp(x - top).sum(axis=-1, keepdims=True))

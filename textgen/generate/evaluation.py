@@ -1,17 +1,21 @@
-"""Loss, perplexity and bits per character of a model on held-out text."""
+"""Loss, perplexity and bits per character of a model on held-out text, from a function giving the
+cross-entropy of every target token of a batch of windows: Keras' network (textgen.text_model), or a
+step model run token by token (the numpy network, LiteRT, a SavedModel's step), which needs no
+TensorFlow."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
-import keras
 import numpy as np
-import tensorflow as tf
 
-from textgen.text.pipeline import TokenSource, window_dataset
+from textgen.generate.step_generator import StepRunner, zero_states
 from textgen.text.tokenizers import Specials
+from textgen.text.tokens import TokenSource, window_batches
 
 LN2 = math.log(2.0)
+WindowLosses = Callable[[np.ndarray], np.ndarray]  # ids [batch, seq_len + 1] -> nats [batch, seq_len]
 
 
 def perplexity(loss: float) -> float:
@@ -19,23 +23,36 @@ def perplexity(loss: float) -> float:
     return math.exp(min(loss, 50.0))
 
 
-def evaluate_windows(model: keras.Model, source: TokenSource, seq_len: int, batch_size: int,
+def evaluate_windows(window_losses: WindowLosses, source: TokenSource, seq_len: int, batch_size: int,
                      tally: LossTally) -> dict:
-    """Mean cross-entropy over the windows of `source`, computed exactly as the validation loss.
+    """Mean cross-entropy over the windows of `source`, computed exactly as the validation loss:
+    consecutive windows of `seq_len + 1` tokens, each read from a zero state.
 
     Character counts come from the text each target token stood for, so a word model's bits per
     character are those of the decoded text.
     """
-    dataset = window_dataset(source, seq_len, with_lengths=True).batch(batch_size).prefetch(2)
-
-    @tf.function(reduce_retracing=True)
-    def losses(ids):
-        logits = model(ids[:, :-1], training=False)
-        return keras.losses.sparse_categorical_crossentropy(ids[:, 1:], logits, from_logits=True)
-
-    for ids, lengths in dataset:
-        tally.add(losses(ids).numpy(), ids[:, 1:].numpy(), lengths[:, 1:].numpy())
+    for ids, lengths in window_batches(source, seq_len, batch_size):
+        tally.add(window_losses(ids), ids[:, 1:], lengths[:, 1:])
     return tally.report()
+
+
+def step_window_losses(runner: StepRunner, state_sizes: dict[str, int]) -> WindowLosses:
+    """A step model's cross-entropy of each window's targets: fed one token at a time from zero
+    states, the log-softmax in float64."""
+
+    def losses(ids: np.ndarray) -> np.ndarray:
+        states = zero_states(state_sizes, ids.shape[0])
+        nats = np.empty((ids.shape[0], ids.shape[1] - 1))
+        rows = np.arange(ids.shape[0])
+        for t in range(ids.shape[1] - 1):
+            logits, states = runner(ids[:, t], states)
+            logits = logits.astype(np.float64)
+            top = logits.max(axis=-1)
+            log_sum = top + np.log(np.exp(logits - top[:, np.newaxis]).sum(axis=-1))
+            nats[:, t] = log_sum - logits[rows, ids[:, t + 1]]
+        return nats
+
+    return losses
 
 
 class LossTally:

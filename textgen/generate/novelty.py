@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from textgen.text.corpus import Corpus
-from textgen.text.pipeline import CACHE_MAX_TOKENS, token_stream
 from textgen.text.records import RecordCorpus
 from textgen.text.tokenizers import Tokenizer
+from textgen.text.tokens import CACHE_MAX_TOKENS, token_stream
 
 BLOCK_TOKENS = 1 << 20
 NGRAM_SIZES = {"char": (8, 16, 32), "word": (3, 5, 8)}

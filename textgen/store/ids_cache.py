@@ -23,8 +23,8 @@ import numpy as np
 
 from textgen.store import artifacts
 from textgen.text.corpus import FileCorpus
-from textgen.text.pipeline import Stream
 from textgen.text.tokenizers import Tokenizer, load_tokenizer, tokenizer_for
+from textgen.text.tokens import Stream
 
 CACHE_DIR = ".ids-cache"  # inside the output folder, beside the models
 SAMPLE_BYTES = 1 << 20

@@ -16,7 +16,9 @@ from textgen.errors import TextgenError
 from textgen.store.config import TrainConfig
 from textgen.store.ids_cache import IdCache
 from textgen.text.corpus import Corpus, FileCorpus, TfdsCorpus, open_corpus
-from textgen.text.pipeline import (
+from textgen.text.records import RecordCorpus
+from textgen.text.tokenizers import Tokenizer, tokenizer_for
+from textgen.text.tokens import (
     Streams,
     TokenSource,
     corpus_streams,
@@ -26,8 +28,6 @@ from textgen.text.pipeline import (
     split_tail,
     token_stream,
 )
-from textgen.text.records import RecordCorpus
-from textgen.text.tokenizers import Tokenizer, tokenizer_for
 from textgen.training.options import DataOptions, Log
 
 

@@ -42,8 +42,8 @@ from textgen.model import presets
 from textgen.store import artifacts
 from textgen.store.catalog import aligned
 from textgen.store.config import ModelConfig, RunConfig, TrainConfig
-from textgen.text.pipeline import CACHE_MAX_TOKENS, TokenSource
 from textgen.text.tokenizers import load_tokenizer
+from textgen.text.tokens import CACHE_MAX_TOKENS, TokenSource
 from textgen.training.distribute import Placement, place
 from textgen.training.options import DataOptions, Log, RunOptions
 from textgen.training.plan import settle
