@@ -166,15 +166,17 @@ class Generator:
 
     def _compile(self, xla: bool) -> None:
         """The prime and sampling functions, with fixed signatures: one trace per generator,
-        whatever the batch, prime, list or chunk lengths (XLA compiles once per batch size)."""
+        whatever the batch, prime, list or chunk lengths (XLA compiles once per batch size).
+        Without autograph: the graphs use tf.while_loop and tf.cond themselves, and converting
+        every call they make took about a second of each start-up (bench/RESULTS.md, "Start-up")."""
         states = [tf.TensorSpec([None, units], tf.float32) for units in self.state_units]
         vocab = self.tokenizer.vocab_size
         signature = [tf.TensorSpec([None, vocab], tf.float32), states, tf.TensorSpec([None, vocab], tf.bool),
                      tf.TensorSpec([], tf.int32), RowSettings.spec()]
         ids = tf.TensorSpec([None, None], tf.int32)
-        self._prime = tf.function(self.prime_graph, input_signature=[ids])
+        self._prime = tf.function(self.prime_graph, input_signature=[ids], autograph=False)
         # prompts of different lengths in one call: padded on the right, the padding masked
-        self._prime_masked = tf.function(self.prime_graph,
+        self._prime_masked = tf.function(self.prime_graph, autograph=False,
                                          input_signature=[ids, tf.TensorSpec([None, None], tf.bool)])
         # Under XLA the tokens go to a buffer of MAX_CHUNK_TOKENS (shapes are compile-time), of
         # which a call fills its first `steps`; one compiled loop serves every chunk size.
@@ -182,11 +184,11 @@ class Generator:
         # by layout (columns or not); each traced when first used
         self._sample = {columns: tf.function(
             functools.partial(self.sample_graph, capacity=capacity, columns=columns),
-            input_signature=signature, jit_compile=xla) for columns in (False, True)}
+            input_signature=signature, jit_compile=xla, autograph=False) for columns in (False, True)}
         # A compiled loop runs on one core: batches of several streams are cut into parts whose
         # loops TensorFlow runs side by side.
         self._sample_in_parts = {columns: tf.function(functools.partial(self._sample_parts, columns=columns),
-                                                      input_signature=signature)
+                                                      input_signature=signature, autograph=False)
                                  for columns in (False, True)}
 
     @staticmethod
