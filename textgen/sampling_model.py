@@ -35,7 +35,8 @@ class UnknownPrimeWarning(TextgenWarning):
 
 
 class SamplingModel:
-    """A trained model's tokenizer and settings, and a generator to sample from it.
+    """A trained model's tokenizer and settings, a generator to sample from it, and its losses on
+    held-out text computed by that generator's step model.
 
     >>> sampler = textgen.load_sampler(tiny)          # no TensorFlow
     >>> sampler.generate("ROMEO:", 40, seed=1) == textgen.load(tiny).generate("ROMEO:", 40, seed=1)

@@ -46,7 +46,7 @@ NUMPY_MAX_LENGTH = 20_000
 EVALUATE_NUMPY_MAX_BYTES = 1_000_000
 
 
-def load_for_sampling(model: str, checkpoint: str, output_dir: str, engine: str, short: bool) -> Any:
+def load_for_engine(model: str, checkpoint: str, output_dir: str, engine: str, short: bool) -> Any:
     """Without TensorFlow to import: a model folder's network in numpy for short jobs (`short`, under
     `--engine auto`), a `.tflite` file through LiteRT. Otherwise the compiled generator and Keras'
     network, or a SavedModel through TensorFlow."""
@@ -107,7 +107,7 @@ def sample(model, prime, length, temperature, top_k, top_p, num_samples, stop, r
       textgen sample tinyshakespeare-char --prime "ROMEO:" --length 300 --seed 1
       textgen sample recipes --label dessert --num-samples 5
     """
-    text_model = load_for_sampling(model, checkpoint, output_dir, engine, length <= NUMPY_MAX_LENGTH)
+    text_model = load_for_engine(model, checkpoint, output_dir, engine, length <= NUMPY_MAX_LENGTH)
     stops = [unescape(s) for s in stop]
     if prompt_loop:
         _prompt_loop(text_model, interactive.Settings(length, temperature, top_k, top_p, repetition_penalty,
@@ -245,7 +245,7 @@ def evaluate(model, files, novelty_sources, samples, length, temperature, seed, 
         raise TextgenError("give held-out text files to measure, or --novelty CORPUS")
     short = (_text_bytes(files) <= EVALUATE_NUMPY_MAX_BYTES
              and (not novelty_sources or length <= NUMPY_MAX_LENGTH))
-    text_model = load_for_sampling(model, checkpoint, output_dir, engine, short)
+    text_model = load_for_engine(model, checkpoint, output_dir, engine, short)
     result = text_model.evaluate(files, encoding=encoding, seq_len=seq_len) if files else {}
     if novelty_sources:
         result["novelty"] = text_model.novelty(novelty_sources, num_samples=samples, length=length,
