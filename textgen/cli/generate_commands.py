@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from textgen.cli.params import (
 )
 from textgen.errors import TextgenError
 from textgen.store.artifacts import is_export, is_export_folder, write_text_atomic
+from textgen.text.corpus import sources_bytes
 
 CHECKPOINT = click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best",
                           show_default=True)
@@ -243,7 +243,7 @@ def evaluate(model, files, novelty_sources, samples, length, temperature, seed, 
     """
     if not files and not novelty_sources:
         raise TextgenError("give held-out text files to measure, or --novelty CORPUS")
-    short = (_text_bytes(files) <= EVALUATE_NUMPY_MAX_BYTES
+    short = (sources_bytes(files) <= EVALUATE_NUMPY_MAX_BYTES
              and (not novelty_sources or length <= NUMPY_MAX_LENGTH))
     text_model = load_for_engine(model, checkpoint, output_dir, engine, short)
     result = text_model.evaluate(files, encoding=encoding, seq_len=seq_len) if files else {}
@@ -273,17 +273,3 @@ def evaluate(model, files, novelty_sources, samples, length, temperature, seed, 
             click.echo(f"verbatim records    {report['verbatim_records']} of {samples} "
                        f"({report['verbatim_share']:.0%}) are records of the corpus, whole")
 
-
-def _text_bytes(files: Sequence[str]) -> float:
-    """Bytes of the files and folders given; a tfds:NAME dataset counts as endless (TensorFlow
-    Datasets reads it), a missing path as nothing (an error either way, sooner without TensorFlow)."""
-    total = 0
-    for name in files:
-        if name.startswith("tfds:"):
-            return math.inf
-        path = Path(name).expanduser()
-        if path.is_file():
-            total += path.stat().st_size
-        elif path.is_dir():
-            total += sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file())
-    return total

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from textgen.errors import TextgenError
-from textgen.generate.step_generator import States, StepRunner, zero_states
+from textgen.generate.step_generator import States, StepRunner, logits_after_each
 from textgen.model.machine import cpu_cores
 from textgen.quiet import native_logs_hidden, native_stderr_silenced
 from textgen.store.artifacts import EXPORT_METADATA_FILE
@@ -86,12 +86,7 @@ def state_sizes(metadata: dict) -> dict[str, int]:
 
 def step_logits(runner: StepRunner, metadata: dict, ids: np.ndarray) -> np.ndarray:
     """Logits after each token of `ids` [batch, time], fed one step at a time -> [batch, time, vocab]."""
-    states = zero_states(state_sizes(metadata), ids.shape[0])
-    logits = []
-    for t in range(ids.shape[1]):
-        step, states = runner(ids[:, t], states)
-        logits.append(step)
-    return np.stack(logits, axis=1)
+    return np.stack(list(logits_after_each(runner, state_sizes(metadata), ids)), axis=1)
 
 
 def export_tokenizer(metadata: dict) -> Tokenizer:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from textgen.generate.step_generator import StepRunner, zero_states
+from textgen.generate.step_generator import StepRunner, logits_after_each
 from textgen.text.tokenizers import Specials
 from textgen.text.tokens import TokenSource, window_batches
 
@@ -41,11 +41,9 @@ def step_window_losses(runner: StepRunner, state_sizes: dict[str, int]) -> Windo
     states, the log-softmax in float64."""
 
     def losses(ids: np.ndarray) -> np.ndarray:
-        states = zero_states(state_sizes, ids.shape[0])
         nats = np.empty((ids.shape[0], ids.shape[1] - 1))
         rows = np.arange(ids.shape[0])
-        for t in range(ids.shape[1] - 1):
-            logits, states = runner(ids[:, t], states)
+        for t, logits in enumerate(logits_after_each(runner, state_sizes, ids[:, :-1])):
             logits = logits.astype(np.float64)
             top = logits.max(axis=-1)
             log_sum = top + np.log(np.exp(logits - top[:, np.newaxis]).sum(axis=-1))

@@ -33,6 +33,16 @@ class StepRunner(Protocol):
     def __call__(self, ids: np.ndarray, states: States) -> tuple[np.ndarray, States]: ...
 
 
+def logits_after_each(runner: StepRunner, state_sizes: dict[str, int],
+                      ids: np.ndarray) -> Iterator[np.ndarray]:
+    """The logits [batch, vocab] after each token of `ids` [batch, time], fed one step at a time
+    from zero states."""
+    states = zero_states(state_sizes, ids.shape[0])
+    for t in range(ids.shape[1]):
+        logits, states = runner(ids[:, t], states)
+        yield logits
+
+
 class StepGenerator:
     """Prime and sample over a step runner whose states are named `state_sizes`' keys."""
 

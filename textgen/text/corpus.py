@@ -8,6 +8,7 @@ while the stream is read, which training does once, before it writes anything.
 from __future__ import annotations
 
 import codecs
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -233,6 +234,21 @@ def open_corpus(sources: Sequence[str], *, encoding: str = "utf-8", tfds_split: 
     if reads_records(paths, records):
         return RecordCorpus(paths, encoding, records or RecordFormat())
     return FileCorpus(paths, encoding)
+
+
+def sources_bytes(sources: Sequence[str]) -> float:
+    """Bytes of the files `sources` name, as open_corpus would read them (a folder's .txt files);
+    a tfds:NAME dataset counts as endless, a path that cannot be read as nothing (open_corpus
+    reports it)."""
+    total = 0
+    for source in sources:
+        if source.startswith(TFDS_PREFIX):
+            return math.inf
+        try:
+            total += sum(path.stat().st_size for path in _expand(source))
+        except TextgenError:
+            continue
+    return total
 
 
 @dataclass
