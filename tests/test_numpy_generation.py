@@ -57,6 +57,31 @@ def test_the_noise_never_reaches_one():
     assert sampling.sample_rows(tf.constant(logits), *map(tf.constant, settings)).numpy()[0] == 3
 
 
+@pytest.mark.parametrize("vocab, batch, tokens", [(65, 1, 64), (65, 64, 63), (10_001, 64, 1)])
+def test_noise_computed_ahead_is_each_steps_own(vocab, batch, tokens):
+    """`NoiseAhead`'s blocks (`tokens` steps of 1 MB at most) hold, bit for bit, each step's
+    `gumbel_noise`, also where the steps jump."""
+    seeds = np.full(batch, -123_456, np.int32)
+    rows = (np.arange(batch) + 5).astype(np.int32)
+    ahead = numpy_sampling.NoiseAhead(vocab, seeds, rows)
+    for step in [*range(70), 200, 201, 199, 3, *range(130, 140)]:
+        steps = np.full(batch, step, np.int32) + np.arange(batch, dtype=np.int32) % 3
+        expected = -np.log(-np.log(numpy_sampling.row_noise(vocab, seeds, steps, rows)))
+        np.testing.assert_array_equal(ahead.at(steps).view(np.uint32), expected.view(np.uint32),
+                                      err_msg=f"step {step}")
+    assert ahead.tokens == len(ahead.block) == tokens
+
+
+def test_auto_samples_in_numpy_where_that_ends_sooner():
+    """The engines break even at fewer tokens the more streams share the loop (bench/RESULTS.md):
+    `auto` takes numpy for one stream up to 20,000 tokens and for 64 streams only up to 5,000."""
+    from textgen.cli.generate_commands import numpy_is_quicker
+
+    assert numpy_is_quicker(20_000, 1) and not numpy_is_quicker(20_001, 1)
+    assert numpy_is_quicker(13_000, 4) and not numpy_is_quicker(14_000, 4)
+    assert numpy_is_quicker(5_000, 64) and not numpy_is_quicker(6_000, 64)
+
+
 @pytest.mark.parametrize("cell, tie_weights", [("gru", False), ("lstm", False), ("rnn", False),
                                                ("lstm", True)])
 def test_the_numpy_network_computes_the_keras_logits(cell, tie_weights, tmp_path):

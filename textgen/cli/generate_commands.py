@@ -37,13 +37,22 @@ def load(model: str, checkpoint: str, output_dir: str) -> Any:
     return load_model(model, checkpoint=checkpoint, output_dir=output_dir)
 
 
-# Up to this --length, `--engine auto` samples a model folder in numpy, whose start-up is a fraction
-# of a second against seconds for TensorFlow's, but whose loop is slower than the compiled one:
-# where they break even (bench/startup.py; bench/RESULTS.md, "Start-up")
+# `--engine auto` samples a model folder in numpy while that is the quicker: its start-up is a fraction
+# of a second against seconds for TensorFlow's, but its loop is slower, and more so the more streams
+# share it (the compiled loop's products cost about as much for a few rows as for one). Up to this
+# --length for one stream, fewer for more (`numpy_is_quicker`; where they break even:
+# bench/RESULTS.md, "Start-up")
 NUMPY_MAX_LENGTH = 20_000
 # Up to this much held-out text, `evaluate --engine auto` measures a model folder in numpy: TensorFlow's
 # start-up is not won back below it (bench/RESULTS.md, "Evaluation in numpy")
 EVALUATE_NUMPY_MAX_BYTES = 1_000_000
+
+
+def numpy_is_quicker(length: int, streams: int) -> bool:
+    """Whether `streams` samples of `length` tokens end sooner in numpy than in the compiled loop:
+    one stream broke even near 26,000 tokens, 4 near 14,000, 16 near 11,000, 64 near 8,000, about
+    as the streams' count to the power -0.3; the limit keeps below that."""
+    return length * streams ** 0.3 <= NUMPY_MAX_LENGTH
 
 
 def load_for_engine(model: str, checkpoint: str, output_dir: str, engine: str, short: bool) -> Any:
@@ -90,7 +99,8 @@ def load_for_engine(model: str, checkpoint: str, output_dir: str, engine: str, s
               help="Write the text to this file instead of the screen.")
 @click.option("--engine", type=click.Choice(["auto", "numpy", "compiled"]), default="auto", show_default=True,
               help="A model folder: numpy starts at once (no TensorFlow); compiled (TensorFlow, XLA) takes "
-                   f"seconds to start and then runs faster; auto: numpy up to --length {NUMPY_MAX_LENGTH:,}. "
+                   f"seconds to start and then runs faster; auto: numpy up to --length {NUMPY_MAX_LENGTH:,} "
+                   "for one sample, less for more. "
                    "The same seed gives the same text. (A .tflite runs in LiteRT, a SavedModel in "
                    "TensorFlow.)")
 @CHECKPOINT
@@ -107,7 +117,8 @@ def sample(model, prime, length, temperature, top_k, top_p, num_samples, stop, r
       textgen sample tinyshakespeare-char --prime "ROMEO:" --length 300 --seed 1
       textgen sample recipes --label dessert --num-samples 5
     """
-    text_model = load_for_engine(model, checkpoint, output_dir, engine, length <= NUMPY_MAX_LENGTH)
+    text_model = load_for_engine(model, checkpoint, output_dir, engine,
+                                 numpy_is_quicker(length, num_samples))
     stops = [unescape(s) for s in stop]
     if prompt_loop:
         _prompt_loop(text_model, interactive.Settings(length, temperature, top_k, top_p, repetition_penalty,
@@ -227,8 +238,9 @@ def _prompt_loop(text_model: Any, settings: interactive.Settings) -> None:
                    "TensorFlow) takes seconds to start, then runs about as fast (faster for large "
                    "vocabularies); auto: numpy up to "
                    f"{EVALUATE_NUMPY_MAX_BYTES:,} bytes of held-out text (and --length "
-                   f"{NUMPY_MAX_LENGTH:,} for --novelty). Losses agree to about 1e-6; --novelty's samples "
-                   "are the same text. (A .tflite runs in LiteRT, a SavedModel in TensorFlow.)")
+                   f"{NUMPY_MAX_LENGTH:,} for one --novelty sample, less for more). Losses agree to about "
+                   "1e-6; --novelty's samples are the same text. (A .tflite runs in LiteRT, a SavedModel "
+                   "in TensorFlow.)")
 @CHECKPOINT
 @LOOKUP
 def evaluate(model, files, novelty_sources, samples, length, temperature, seed, seq_len, as_json, encoding,
@@ -244,7 +256,7 @@ def evaluate(model, files, novelty_sources, samples, length, temperature, seed, 
     if not files and not novelty_sources:
         raise TextgenError("give held-out text files to measure, or --novelty CORPUS")
     short = (sources_bytes(files) <= EVALUATE_NUMPY_MAX_BYTES
-             and (not novelty_sources or length <= NUMPY_MAX_LENGTH))
+             and (not novelty_sources or numpy_is_quicker(length, samples)))
     text_model = load_for_engine(model, checkpoint, output_dir, engine, short)
     result = text_model.evaluate(files, encoding=encoding, seq_len=seq_len) if files else {}
     if novelty_sources:

@@ -37,12 +37,49 @@ def _mixed_counters(vocab: int, rows: bytes) -> np.ndarray:
 
 
 def row_noise(vocab: int, seeds: np.ndarray, steps: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Uniform numbers in (0, 1), [batch, vocab]: sampling.row_noise's hash of (seed, step, row)."""
+    """Uniform numbers in (0, 1), [batch, vocab]: sampling.row_noise's hash of (seed, step, row).
+    `seeds` and `steps` may be [steps, batch] as well: then [steps, batch, vocab], several
+    tokens' noise in one pass."""
     mixed_seeds = _mix32(seeds.astype(np.uint32) + np.uint32(0x9E3779B9))
     key = _mix32(mixed_seeds ^ steps.astype(np.uint32))
-    bits = _mix32(_mixed_counters(vocab, rows.astype(np.int32).tobytes()) ^ key[:, None])
+    bits = _mix32(_mixed_counters(vocab, rows.astype(np.int32).tobytes()) ^ key[..., None])
     uniform = (bits >> np.uint32(8)).astype(np.float32) * np.float32(2.0**-24) + np.float32(2.0**-25)
     return np.minimum(uniform, BELOW_ONE)  # 1 - 2**-25 rounds to 1: see sampling.row_noise
+
+
+def gumbel_noise(vocab: int, seeds: np.ndarray, steps: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Gumbel noise of each row's (seed, step, row): -log(-log(`row_noise`)), of its shape."""
+    noise = row_noise(vocab, seeds, steps, rows)
+    np.log(noise, out=noise)
+    np.negative(noise, out=noise)
+    np.log(noise, out=noise)
+    np.negative(noise, out=noise)
+    return noise
+
+
+class NoiseAhead:
+    """The Gumbel noise of a run of rows, computed for several tokens at once: on one row, numpy's
+    calls cost more than their arithmetic, so a token's noise alone took a third of its sampling.
+    Each call of `at` must be for the next step of every row (`steps` one more than before);
+    otherwise the block starts again from there."""
+
+    BLOCK_FLOATS = 1 << 18  # 1 MB of noise at most: a block fits in cache
+
+    def __init__(self, vocab: int, seeds: np.ndarray, rows: np.ndarray):
+        self.vocab, self.seeds, self.rows = vocab, seeds, rows
+        self.tokens = max(1, min(64, self.BLOCK_FLOATS // (vocab * len(rows))))
+        self.block = np.empty((0, len(rows), vocab), np.float32)
+        self.first = np.zeros(len(rows), np.int64)
+
+    def at(self, steps: np.ndarray) -> np.ndarray:
+        """Noise [batch, vocab] for `steps` [batch]."""
+        offset = steps - self.first
+        index = int(offset[0]) if len(offset) else 0
+        if not 0 <= index < len(self.block) or (offset != index).any():
+            ahead = steps[None, :] + np.arange(self.tokens, dtype=steps.dtype)[:, None]
+            self.block = gumbel_noise(self.vocab, np.broadcast_to(self.seeds, ahead.shape), ahead, self.rows)
+            self.first, index = steps.astype(np.int64), 0
+        return self.block[index]
 
 
 def _filter_top_k(logits: np.ndarray, top_k: np.ndarray) -> np.ndarray:
@@ -75,18 +112,23 @@ def apply_repetition_penalty(logits: np.ndarray, seen: np.ndarray, penalty: np.n
 
 def sample_rows(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray, top_p: np.ndarray,
                 seeds: np.ndarray, steps: np.ndarray, rows: np.ndarray,
-                banned: np.ndarray | None = None) -> np.ndarray:
-    """logits [batch, vocab] -> ids [batch], every setting one per row: sampling.sample_rows."""
+                banned: np.ndarray | None = None, noise: np.ndarray | None = None) -> np.ndarray:
+    """logits [batch, vocab] -> ids [batch], every setting one per row: sampling.sample_rows.
+    `noise`, if given, is the rows' `gumbel_noise` (a `NoiseAhead` block's)."""
     logits = logits.astype(np.float32, copy=False)
     if banned is not None:
         logits = np.where(banned[None, :], NEG_INF, logits)
     temperature = temperature.astype(np.float32)
     greedy = logits.argmax(axis=-1)
+    if not (temperature > 0).any():
+        return greedy.astype(np.int32)
     scaled = logits / np.maximum(temperature, np.float32(1e-6))[:, None]
     if (top_k > 0).any():
         scaled = _filter_top_k(scaled, top_k)
     if (top_p < 1).any():
         scaled = _filter_top_p(scaled, top_p.astype(np.float32))
-    noise = -np.log(-np.log(row_noise(logits.shape[-1], seeds, steps, rows)))
-    sampled = (scaled + noise).argmax(axis=-1)
+    if noise is None:
+        noise = gumbel_noise(logits.shape[-1], seeds, steps, rows)
+    scaled += noise
+    sampled = scaled.argmax(axis=-1)
     return np.where(temperature > 0, sampled, greedy).astype(np.int32)

@@ -13,7 +13,12 @@ from typing import Protocol
 
 import numpy as np
 
-from textgen.generate.numpy_sampling import apply_repetition_penalty, sample_rows, temperature_list
+from textgen.generate.numpy_sampling import (
+    NoiseAhead,
+    apply_repetition_penalty,
+    sample_rows,
+    temperature_list,
+)
 from textgen.generate.priming import prime_ids
 from textgen.text.tokenizers import UNK_ID, Tokenizer
 
@@ -59,11 +64,13 @@ class StepGenerator:
 
     def choose(self, logits: np.ndarray, seen: np.ndarray, temperature: np.ndarray, top_k: np.ndarray,
                top_p: np.ndarray, penalty: np.ndarray, seeds: np.ndarray, steps: np.ndarray,
-               rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One token per row, each with its own settings and noise; and the new seen mask."""
+               rows: np.ndarray, noise: NoiseAhead | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One token per row, each with its own settings and noise (`noise`'s, if given, for these
+        seeds and rows); and the new seen mask."""
         if (penalty != 1).any():
             logits = apply_repetition_penalty(logits, seen, penalty)
-        ids = sample_rows(logits, temperature, top_k, top_p, seeds, steps, rows, self.banned)
+        ids = sample_rows(logits, temperature, top_k, top_p, seeds, steps, rows, self.banned,
+                          None if noise is None else noise.at(steps))
         seen = seen.copy()
         seen[np.arange(len(ids)), ids] = True
         return ids, seen
@@ -90,11 +97,12 @@ class StepGenerator:
         fixed = (full(top_k, np.int32), full(top_p, np.float32), full(repetition_penalty, np.float32),
                  full(seed, np.int32))
         rows = np.arange(num_samples, dtype=np.int32)
+        noise = NoiseAhead(self.tokenizer.vocab_size, fixed[3], rows)
         block: list[np.ndarray] = []
         size = FIRST_CHUNK_TOKENS
         for step in range(length):
             temperature_now = full(temperatures[step % len(temperatures)], np.float32)
-            new, seen = self.choose(logits, seen, temperature_now, *fixed, full(step, np.int32), rows)
+            new, seen = self.choose(logits, seen, temperature_now, *fixed, full(step, np.int32), rows, noise)
             block.append(new)
             if len(block) == size or step == length - 1:
                 yield np.stack(block, axis=1)

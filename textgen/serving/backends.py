@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from textgen.generate.generator import Generator, RowSettings
+from textgen.generate.numpy_sampling import NoiseAhead
 from textgen.generate.priming import prime_ids
 from textgen.generate.step_generator import StepGenerator
 from textgen.text.tokenizers import Tokenizer
@@ -102,11 +103,12 @@ class StepBackend(_Texts):
         logits, seen = np.asarray(logits), np.asarray(seen)
         fixed = [settings[name] for name in ("top_k", "top_p", "penalty", "seeds")]
         cycle = settings["temperatures"].shape[1]
+        noise = NoiseAhead(self.tokenizer.vocab_size, settings["seeds"], settings["rows"])
         tokens = []
         for i in range(steps):
             step = settings["steps"] + i
             temperature = settings["temperatures"][np.arange(len(step)), step % cycle]
-            ids, seen = self.sampler.choose(logits, seen, temperature, *fixed, step, settings["rows"])
+            ids, seen = self.sampler.choose(logits, seen, temperature, *fixed, step, settings["rows"], noise)
             tokens.append(ids)
             logits, named = self.sampler.runner(ids, named)
         return np.stack(tokens, axis=1), logits, list(named.values()), seen
