@@ -43,10 +43,12 @@ sys.exit(main(args))
 
 
 def kill_when_stopped(tmp_path: Path, mode: str, args: list) -> None:
-    """Run `textgen ARGS` in a child that stops inside the save `mode`, and SIGKILL it there."""
+    """Run `textgen ARGS` in a child that stops inside the save `mode`, and SIGKILL it there. Its
+    temporary files (TensorFlow's, which it deletes at exit) stay in `tmp_path`, not the machine's."""
     marker = tmp_path / "stopped"
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(marker), mode, *map(str, args)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env={**os.environ, "TMPDIR": str(tmp_path)})
     try:
         deadline = time.monotonic() + 300
         while not marker.exists():
