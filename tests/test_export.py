@@ -138,7 +138,7 @@ def test_litert_on_every_core_gives_one_threads_logits_bit_for_bit(exported, bat
     sizes, vocab = state_sizes(metadata), len(metadata["vocabulary"])
     ids = np.random.default_rng(0).integers(1, vocab, size=(40, batch)).astype(np.int32)
     runs = []
-    for threads in (None, 1):  # None: one per core (2 here and in CI)
+    for threads in (2, 1):
         runner = LiteRTStep(export_dir / "model.tflite", num_threads=threads)
         states, logits = zero_states(sizes, batch), []
         for step_ids in ids:
@@ -146,6 +146,27 @@ def test_litert_on_every_core_gives_one_threads_logits_bit_for_bit(exported, bat
             logits.append(step_logits.copy())
         runs.append(np.stack(logits))
     np.testing.assert_array_equal(runs[0], runs[1])  # the threads split columns: the same sums
+
+
+def test_litert_steps_small_batches_of_a_small_model_on_one_thread(exported):
+    """A model that fits one core's cache runs batches under 32 rows on one thread and larger ones
+    on every core, each in its own interpreter, resized as the batch changes: the same logits as
+    one thread throughout."""
+    from textgen.export.litert import ONE_THREAD_MAX_ROWS, LiteRTStep, state_sizes
+    from textgen.model.machine import cpu_cores, l2_cache_bytes
+
+    path = exported["lstm"] / "export" / "model.tflite"
+    metadata = json.loads((path.parent / "metadata.json").read_text(encoding="utf-8"))
+    assert l2_cache_bytes() >= 256 * 1024 > path.stat().st_size
+    runner, one_thread = LiteRTStep(path), LiteRTStep(path, num_threads=1)
+    assert runner.threads_for(ONE_THREAD_MAX_ROWS) == 1 and runner.threads_for(32) == cpu_cores()
+    rng = np.random.default_rng(3)
+    for batch in (1, 40, 3, 40, 1):
+        ids = rng.integers(1, len(metadata["vocabulary"]), batch).astype(np.int32)
+        states = {name: rng.normal(size=(batch, size)).astype(np.float32)
+                  for name, size in state_sizes(metadata).items()}
+        np.testing.assert_array_equal(runner(ids, states)[0], one_thread(ids, states)[0])
+    assert sorted(runner.interpreters) == sorted({1, cpu_cores()})
 
 
 @pytest.mark.parametrize("cell", CELLS)

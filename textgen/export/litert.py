@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from textgen.errors import TextgenError
 from textgen.generate.step_generator import States, StepRunner, logits_after_each
-from textgen.model.machine import cpu_cores
+from textgen.model.machine import cpu_cores, l2_cache_bytes
 from textgen.quiet import native_logs_hidden, native_stderr_silenced
 from textgen.store.artifacts import EXPORT_METADATA_FILE
 from textgen.store.config import RunConfig
@@ -27,15 +28,21 @@ def next_state_name(name: str) -> str:
     return f"next_{name}"
 
 
+# Below this many rows, a model whose weights fit in one core's level-2 cache steps faster on one
+# thread: each step is then too short to repay the threads' hand-offs (bench/RESULTS.md, "LiteRT's threads")
+ONE_THREAD_MAX_ROWS = 31
+
+
 class LiteRTStep:
     """The `.tflite` step signature through stock LiteRT (built-in ops only, no Flex delegate).
 
     Tensors are set and read by index, and resized only when the batch changes: the signature
     runner's call resizes and reallocates every input each time, which costs more than the
-    computation itself for small models. `num_threads` defaults to the cores this process may use:
-    XNNPACK then splits each product's columns between them, so each core reads only its share of
-    the weights, which may then stay in its own cache; the results are the same bit for bit
-    (bench/RESULTS.md, "LiteRT's threads").
+    computation itself for small models. Threads: XNNPACK splits each product's columns between
+    them, so each core reads only its share of the weights, which may then stay in its own cache;
+    a model that fits one core's cache runs small batches on one thread (a second interpreter,
+    made when first needed); `num_threads` fixes the count. The results are the same bit for bit
+    whatever the threads (bench/RESULTS.md, "LiteRT's threads").
     """
 
     def __init__(self, path: Path, num_threads: int | None = None):
@@ -45,29 +52,47 @@ class LiteRTStep:
             raise TextgenError("running a .tflite file needs LiteRT: pip install ai-edge-litert "
                                "(it has no wheel for Linux on ARM yet)") from None
 
-        try:
-            self.interpreter = Interpreter(model_path=str(path),
-                                           num_threads=num_threads or cpu_cores())
-            runner = self.interpreter.get_signature_runner(STEP_SIGNATURE)
-        except (ValueError, RuntimeError) as exc:
-            raise TextgenError(f"{path}: not a textgen TFLite model ({exc})") from None
+        self.path, self.num_threads, self._interpreter_class = path, num_threads, Interpreter
+        cache = l2_cache_bytes()
+        self.fits_one_core = cache is not None and path.stat().st_size <= cache
+        self.interpreters: dict[int, list] = {}  # threads -> [interpreter, its batch]
+        self.interpreter = self._interpreter(self.threads_for(1))
+        runner = self.interpreter.get_signature_runner(STEP_SIGNATURE)
         self.inputs = {name: detail["index"] for name, detail in runner.get_input_details().items()}
         self.outputs = {name: detail["index"] for name, detail in runner.get_output_details().items()}
-        self.batch = 0
-        self.started = False
+
+    def threads_for(self, batch: int) -> int:
+        if self.num_threads:
+            return self.num_threads
+        return 1 if self.fits_one_core and batch <= ONE_THREAD_MAX_ROWS else cpu_cores()
+
+    def _interpreter(self, threads: int) -> Any:
+        if threads not in self.interpreters:
+            try:
+                interpreter = self._interpreter_class(model_path=str(self.path), num_threads=threads)
+                interpreter.get_signature_runner(STEP_SIGNATURE)
+            except (ValueError, RuntimeError) as exc:
+                raise TextgenError(f"{self.path}: not a textgen TFLite model ({exc})") from None
+            self.interpreters[threads] = [interpreter, 0]  # and the batch it is allocated for
+        return self.interpreters[threads][0]
+
+    def _made(self, batch: int) -> list:
+        self._interpreter(self.threads_for(batch))
+        return self.interpreters[self.threads_for(batch)]
 
     def __call__(self, ids: np.ndarray, states: States) -> tuple[np.ndarray, States]:
-        if not self.started:  # the first call sets up XNNPACK, which announces it on fd 2
-            self.started = True
+        entry = self.interpreters.get(self.threads_for(len(ids))) or self._made(len(ids))
+        interpreter, batch = entry
+        if batch == 0:  # its first call sets up XNNPACK, which announces it on fd 2
+            entry[1] = -1
             with native_stderr_silenced(native_logs_hidden()):
                 return self(ids, states)
-        interpreter = self.interpreter
-        if len(ids) != self.batch:
+        if len(ids) != batch:
             for name, index in self.inputs.items():
                 shape = [len(ids)] + ([] if name == "token_ids" else [states[name].shape[1]])
                 interpreter.resize_tensor_input(index, shape)
             interpreter.allocate_tensors()
-            self.batch = len(ids)
+            entry[1] = len(ids)
         interpreter.set_tensor(self.inputs["token_ids"], ids.astype(np.int32, copy=False))
         for name, value in states.items():
             interpreter.set_tensor(self.inputs[name], value)

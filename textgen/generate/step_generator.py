@@ -66,13 +66,16 @@ class StepGenerator:
                top_p: np.ndarray, penalty: np.ndarray, seeds: np.ndarray, steps: np.ndarray,
                rows: np.ndarray, noise: NoiseAhead | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One token per row, each with its own settings and noise (`noise`'s, if given, for these
-        seeds and rows); and the new seen mask."""
-        if (penalty != 1).any():
+        seeds and rows); and the seen mask, kept only while a row has a penalty (as the compiled
+        loop keeps it)."""
+        penalised = (penalty != 1).any()
+        if penalised:
             logits = apply_repetition_penalty(logits, seen, penalty)
         ids = sample_rows(logits, temperature, top_k, top_p, seeds, steps, rows, self.banned,
                           None if noise is None else noise.at(steps))
-        seen = seen.copy()
-        seen[np.arange(len(ids)), ids] = True
+        if penalised:
+            seen = seen.copy()
+            seen[np.arange(len(ids)), ids] = True
         return ids, seen
 
     def prime(self, prime: str, num_samples: int,
@@ -100,8 +103,9 @@ class StepGenerator:
         noise = NoiseAhead(self.tokenizer.vocab_size, fixed[3], rows)
         block: list[np.ndarray] = []
         size = FIRST_CHUNK_TOKENS
+        cycle = [full(t, np.float32) for t in temperatures]
         for step in range(length):
-            temperature_now = full(temperatures[step % len(temperatures)], np.float32)
+            temperature_now = cycle[step % len(cycle)]
             new, seen = self.choose(logits, seen, temperature_now, *fixed, full(step, np.int32), rows, noise)
             block.append(new)
             if len(block) == size or step == length - 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from pathlib import Path
 
 _measured: dict[str, float] = {}
 
@@ -12,6 +13,20 @@ _measured: dict[str, float] = {}
 def cpu_cores() -> int:
     """Cores this process may run on (its affinity, not the machine's count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def l2_cache_bytes() -> int | None:
+    """One core's level-2 cache, as Linux describes the first core's caches (None elsewhere)."""
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind = ((index / name).read_text().strip() for name in ("level", "type"))
+            if level == "2" and kind != "Instruction":
+                size = (index / "size").read_text().strip().upper()
+                unit = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+                return int(size.rstrip("KM")) * unit
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def measured_matmul_flops(dtype: str = "float32", size: int = 1024, seconds: float = 0.2,
