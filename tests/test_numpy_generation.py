@@ -57,13 +57,14 @@ def test_the_noise_never_reaches_one():
     assert sampling.sample_rows(tf.constant(logits), *map(tf.constant, settings)).numpy()[0] == 3
 
 
-@pytest.mark.parametrize("vocab, batch, tokens", [(65, 1, 64), (65, 64, 63), (10_001, 64, 1)])
-def test_noise_computed_ahead_is_each_steps_own(vocab, batch, tokens):
-    """`NoiseAhead`'s blocks (`tokens` steps of 1 MB at most) hold, bit for bit, each step's
-    `gumbel_noise`, also where the steps jump."""
+@pytest.mark.parametrize("vocab, batch, horizon, tokens", [(65, 1, 500, 64), (65, 64, 500, 63),
+                                                          (10_001, 64, 500, 1), (65, 3, 5, 5)])
+def test_noise_computed_ahead_is_each_steps_own(vocab, batch, horizon, tokens):
+    """`NoiseAhead`'s blocks (`tokens` steps of 1 MB at most, no more than the `horizon`) hold, bit
+    for bit, each step's `gumbel_noise`, also where the steps jump."""
     seeds = np.full(batch, -123_456, np.int32)
     rows = (np.arange(batch) + 5).astype(np.int32)
-    ahead = numpy_sampling.NoiseAhead(vocab, seeds, rows)
+    ahead = numpy_sampling.NoiseAhead(vocab, seeds, rows, horizon)
     for step in [*range(70), 200, 201, 199, 3, *range(130, 140)]:
         steps = np.full(batch, step, np.int32) + np.arange(batch, dtype=np.int32) % 3
         expected = -np.log(-np.log(numpy_sampling.row_noise(vocab, seeds, steps, rows)))

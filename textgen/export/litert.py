@@ -76,15 +76,13 @@ class LiteRTStep:
             self.interpreters[threads] = [interpreter, 0]  # and the batch it is allocated for
         return self.interpreters[threads][0]
 
-    def _made(self, batch: int) -> list:
-        self._interpreter(self.threads_for(batch))
-        return self.interpreters[self.threads_for(batch)]
-
     def __call__(self, ids: np.ndarray, states: States) -> tuple[np.ndarray, States]:
-        entry = self.interpreters.get(self.threads_for(len(ids))) or self._made(len(ids))
-        interpreter, batch = entry
+        threads = self.threads_for(len(ids))
+        interpreter = self._interpreter(threads)
+        entry = self.interpreters[threads]
+        batch = entry[1]
         if batch == 0:  # its first call sets up XNNPACK, which announces it on fd 2
-            entry[1] = -1
+            entry[1] = -1  # (no batch: it is resized below)
             with native_stderr_silenced(native_logs_hidden()):
                 return self(ids, states)
         if len(ids) != batch:

@@ -61,13 +61,13 @@ class NoiseAhead:
     """The Gumbel noise of a run of rows, computed for several tokens at once: on one row, numpy's
     calls cost more than their arithmetic, so a token's noise alone took a third of its sampling.
     Each call of `at` must be for the next step of every row (`steps` one more than before);
-    otherwise the block starts again from there."""
+    otherwise the block starts again from there. `horizon`: the tokens still to come, if fewer."""
 
     BLOCK_FLOATS = 1 << 18  # 1 MB of noise at most: a block fits in cache
 
-    def __init__(self, vocab: int, seeds: np.ndarray, rows: np.ndarray):
+    def __init__(self, vocab: int, seeds: np.ndarray, rows: np.ndarray, horizon: int = 64):
         self.vocab, self.seeds, self.rows = vocab, seeds, rows
-        self.tokens = max(1, min(64, self.BLOCK_FLOATS // (vocab * len(rows))))
+        self.tokens = max(1, min(64, horizon, self.BLOCK_FLOATS // (vocab * len(rows))))
         self.block = np.empty((0, len(rows), vocab), np.float32)
         self.first = np.zeros(len(rows), np.int64)
 

@@ -100,7 +100,7 @@ class StepGenerator:
         fixed = (full(top_k, np.int32), full(top_p, np.float32), full(repetition_penalty, np.float32),
                  full(seed, np.int32))
         rows = np.arange(num_samples, dtype=np.int32)
-        noise = NoiseAhead(self.tokenizer.vocab_size, fixed[3], rows)
+        noise = NoiseAhead(self.tokenizer.vocab_size, fixed[3], rows, length)
         block: list[np.ndarray] = []
         size = FIRST_CHUNK_TOKENS
         cycle = [full(t, np.float32) for t in temperatures]

@@ -103,7 +103,7 @@ class StepBackend(_Texts):
         logits, seen = np.asarray(logits), np.asarray(seen)
         fixed = [settings[name] for name in ("top_k", "top_p", "penalty", "seeds")]
         cycle = settings["temperatures"].shape[1]
-        noise = NoiseAhead(self.tokenizer.vocab_size, settings["seeds"], settings["rows"])
+        noise = NoiseAhead(self.tokenizer.vocab_size, settings["seeds"], settings["rows"], steps)
         tokens = []
         for i in range(steps):
             step = settings["steps"] + i
