@@ -73,6 +73,28 @@ def test_noise_computed_ahead_is_each_steps_own(vocab, batch, horizon, tokens):
     assert ahead.tokens == len(ahead.block) == tokens
 
 
+def test_the_plain_choice_is_the_general_ones():
+    """`choose_plain` (no top-k, top-p or penalty; one temperature) draws what `choose` draws, on one
+    row and several, greedy and not, tiny temperatures included."""
+    from textgen.generate.step_generator import StepGenerator
+    from textgen.text.tokenizers import CharTokenizer
+
+    sampler = StepGenerator(lambda ids, states: None, CharTokenizer("abcdefghij"), {})
+    vocab, rng = sampler.tokenizer.vocab_size, np.random.default_rng(4)
+    for trial in range(60):
+        rows = int(rng.choice([1, 3, 64]))
+        logits = (rng.normal(size=(rows, vocab)) * 3).astype(np.float32)
+        temperature = np.float32(rng.choice([0.0, 1e-50, 1e-7, 0.3, 1.0, 2.5]))
+        seeds = np.full(rows, trial, np.int32)
+        steps, row_ids = np.full(rows, trial * 7, np.int32), np.arange(rows, dtype=np.int32)
+        neutral = (np.zeros(rows, np.int32), np.ones(rows, np.float32), np.ones(rows, np.float32))
+        expected, _ = sampler.choose(logits, np.zeros((rows, vocab), bool), np.full(rows, temperature),
+                                     *neutral, seeds, steps, row_ids)
+        noise = numpy_sampling.gumbel_noise(vocab, seeds, steps, row_ids)
+        np.testing.assert_array_equal(sampler.choose_plain(logits, temperature, noise), expected,
+                                      err_msg=f"trial {trial}")
+
+
 def test_auto_samples_in_numpy_where_that_ends_sooner():
     """The engines break even at fewer tokens the more streams share the loop (bench/RESULTS.md):
     `auto` takes numpy for one stream up to 20,000 tokens and for 64 streams only up to 5,000."""

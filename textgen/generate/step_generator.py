@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from textgen.generate.numpy_sampling import (
+    NEG_INF,
     NoiseAhead,
     apply_repetition_penalty,
     sample_rows,
@@ -78,6 +79,17 @@ class StepGenerator:
             seen[np.arange(len(ids)), ids] = True
         return ids, seen
 
+    def choose_plain(self, logits: np.ndarray, temperature: np.float32, noise: np.ndarray) -> np.ndarray:
+        """`choose` for rows without top-k, top-p or penalty that share one temperature, given their
+        noise: the same arithmetic in a third of the numpy calls, each of which costs about a
+        microsecond on one row, more than a char model's arithmetic."""
+        logits = np.where(self.banned[np.newaxis, :], NEG_INF, logits.astype(np.float32, copy=False))
+        if not temperature > 0:
+            return logits.argmax(axis=-1).astype(np.int32)
+        scaled = logits / np.maximum(temperature, np.float32(1e-6))
+        scaled += noise
+        return scaled.argmax(axis=-1).astype(np.int32)
+
     def prime(self, prime: str, num_samples: int,
               label: str | None = None) -> tuple[np.ndarray, States, np.ndarray]:
         """Feed the prime token by token: logits after its last token, states, and seen mask."""
@@ -104,9 +116,14 @@ class StepGenerator:
         block: list[np.ndarray] = []
         size = FIRST_CHUNK_TOKENS
         cycle = [full(t, np.float32) for t in temperatures]
+        plain = top_k == 0 and top_p >= 1 and repetition_penalty == 1
         for step in range(length):
             temperature_now = cycle[step % len(cycle)]
-            new, seen = self.choose(logits, seen, temperature_now, *fixed, full(step, np.int32), rows, noise)
+            if plain:
+                new = self.choose_plain(logits, temperature_now[0], noise.at(full(step, np.int32)))
+            else:
+                new, seen = self.choose(logits, seen, temperature_now, *fixed, full(step, np.int32), rows,
+                                        noise)
             block.append(new)
             if len(block) == size or step == length - 1:
                 yield np.stack(block, axis=1)
