@@ -28,8 +28,9 @@ def next_state_name(name: str) -> str:
     return f"next_{name}"
 
 
-# Below this many rows, a model whose weights fit in one core's level-2 cache steps faster on one
-# thread: each step is then too short to repay the threads' hand-offs (bench/RESULTS.md, "LiteRT's threads")
+# Up to this many rows, a model whose weights fit in one core's level-2 cache steps faster on one
+# thread: each step is then too short to repay the threads' hand-offs; at 32 they broke even
+# (bench/RESULTS.md, "LiteRT's threads")
 ONE_THREAD_MAX_ROWS = 31
 
 
