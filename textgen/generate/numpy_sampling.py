@@ -132,3 +132,16 @@ def sample_rows(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray, 
     scaled += noise
     sampled = scaled.argmax(axis=-1)
     return np.where(temperature > 0, sampled, greedy).astype(np.int32)
+
+
+def sample_plain(logits: np.ndarray, temperature: np.float32, noise: np.ndarray,
+                 banned: np.ndarray) -> np.ndarray:
+    """`sample_rows` for rows without top-k or top-p that share one temperature, given their noise:
+    the same arithmetic in a third of the numpy calls, each of which costs about a microsecond on
+    one row, more than a char model's arithmetic."""
+    logits = np.where(banned[None, :], NEG_INF, logits.astype(np.float32, copy=False))
+    if not temperature > 0:
+        return logits.argmax(axis=-1).astype(np.int32)
+    scaled = logits / np.maximum(temperature, np.float32(1e-6))
+    scaled += noise
+    return scaled.argmax(axis=-1).astype(np.int32)
