@@ -171,7 +171,8 @@ def test_resume_after_a_sigkill_in_the_middle_of_an_epoch(tmp_path, capsys):
             "--batch-size", "16", "--epochs", "2", "--backup-every", "10", "--no-samples", "--quiet",
             "--output-dir", str(tmp_path), "--name", "k"]
     proc = subprocess.Popen([sys.executable, "-m", "textgen", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                            stderr=subprocess.DEVNULL,  # killed: its TensorFlow temporaries stay in tmp_path
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(tmp_path)})
     metadata = tmp_path / ".k.training" / "backup" / "training_metadata.json"
     try:
         deadline = time.time() + 120

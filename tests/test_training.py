@@ -250,7 +250,8 @@ def test_resume_after_sigkill_continues_the_killed_run(tmp_path, capsys):
             "--batch-size", "16", "--epochs", "3", "--no-samples", "--quiet", "--output-dir", str(tmp_path),
             "--name", "k"]
     proc = subprocess.Popen([sys.executable, "-m", "textgen", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                            stderr=subprocess.DEVNULL,  # killed: its TensorFlow temporaries stay in tmp_path
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(tmp_path)})
     history = tmp_path / ".k.training" / "history.json"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
