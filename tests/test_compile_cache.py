@@ -18,6 +18,8 @@ def test_the_cache_folder_is_named_by_tensorflow_and_the_machine(tmp_path):
     emulated = compile_cache.enable({"TEXTGEN_XLA_CACHE": str(tmp_path),
                                      "XLA_FLAGS": "--xla_cpu_max_isa=AVX2"})
     assert emulated is not None and emulated != folder  # code for another instruction set: elsewhere
+    preloaded = compile_cache.enable({"TEXTGEN_XLA_CACHE": str(tmp_path), "LD_PRELOAD": "/x/avx2_cpuid.so"})
+    assert preloaded not in (None, folder, emulated)  # a library that may change what CPUID reports
 
 
 def test_off_already_set_or_unwritable_leaves_the_flags_alone(tmp_path):

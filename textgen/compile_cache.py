@@ -5,8 +5,8 @@ Compiling the generation loop for each batch size is most of `textgen serve`'s s
 import (12.3 s to ready without the cache, 7.6 s with it: bench/RESULTS.md, "Start-up").
 TensorFlow writes an entry (a few hundred KB) atomically and loads it only if the computation is
 exactly the one compiled, but keys it by neither its own version nor the CPU, so the folder is
-named by both (and by XLA_FLAGS, which may limit the instruction set): a home folder shared by
-machines never runs one machine's code on another. The oldest entries go when the folder
+named by both (and by XLA_FLAGS, which may limit the instruction set, and LD_PRELOAD): a home
+folder shared by machines never runs one machine's code on another. The oldest entries go when the folder
 outgrows MAX_BYTES.
 
 TEXTGEN_XLA_CACHE=off switches it off; TEXTGEN_XLA_CACHE=FOLDER puts it elsewhere (default:
@@ -69,8 +69,9 @@ def _default_root(environ: dict[str, str] | os._Environ) -> Path:
 
 
 def _machine_key(environ: dict[str, str] | os._Environ) -> str:
-    """TensorFlow's version and a digest of the CPU (model and instruction-set flags) and of
-    XLA_FLAGS: compiled code is valid for exactly these."""
+    """TensorFlow's version and a digest of the CPU (model and instruction-set flags), XLA_FLAGS
+    and LD_PRELOAD (a preloaded library may change what the CPU reports, as
+    bench/avx2_cpuid.c does): compiled code is valid for exactly these."""
     try:
         version = metadata.version("tensorflow")
     except metadata.PackageNotFoundError:
@@ -83,5 +84,6 @@ def _machine_key(environ: dict[str, str] | os._Environ) -> str:
         import platform
 
         cpu = platform.processor() + platform.machine()
-    digest = hashlib.sha256(f"{cpu}\n{environ.get('XLA_FLAGS', '')}".encode()).hexdigest()[:16]
+    settings = f"{cpu}\n{environ.get('XLA_FLAGS', '')}\n{environ.get('LD_PRELOAD', '')}"
+    digest = hashlib.sha256(settings.encode()).hexdigest()[:16]
     return f"tf-{version}-{digest}"
