@@ -161,6 +161,20 @@ def test_tensorflow_is_imported_out_of_the_collectors_way():
     assert enabled == "True" and int(frozen) > 100_000
 
 
+@pytest.mark.parametrize(("training", "preset", "allocator"),
+                         [(True, None, "true"), (False, None, "None"), (True, "false", "false")])
+def test_training_commands_take_tensorflows_bfc_allocator(training, preset, allocator):
+    """Training's CPU tensors come from TensorFlow's BFC allocator (as an AVX2 CPU malloc faulted
+    them in again at every step); generation keeps the default, and a value the user set stays."""
+    name = "TF_CPU_ALLOCATOR_USE_BFC"
+    code = ("import os; from textgen.cli.params import start_tensorflow; "
+            f"start_tensorflow(training={training}); print(os.environ.get({name!r}))")
+    env = {k: v for k, v in os.environ.items() if k != name} | ({name: preset} if preset else {})
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env=env)
+    assert result.stdout.split() == [allocator], result.stderr
+
+
 @pytest.mark.parametrize(("data", "message"), [
     (b"tiny\n", "fewer than one window"),
     ("ça va très bien\n".encode("latin-1") * 50, "--encoding"),

@@ -75,9 +75,18 @@ def hide_native_logs() -> bool:
     return True
 
 
-def start_tensorflow() -> None:
+# Training's CPU tensors from TensorFlow's BFC allocator rather than malloc, which as an AVX2 CPU
+# handed the large temporaries back to the kernel and faulted them in again: 2.3 M page faults in
+# 100 steps of the LSTM benchmark against 0.24 M, LSTM +5.6% and GRU +2.8% tokens/s; natively the
+# same faults and speed, and generation about 5% slower with it, so training commands only
+# (bench/RESULTS.md, "CPUID without AVX-512"). A value the user set is kept.
+TRAINING_ALLOCATOR = ("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+
+def start_tensorflow(training: bool = False) -> None:
     """Import TensorFlow, with XLA's compiled code kept between runs (textgen.compile_cache), hiding
-    its C++ start-up chatter unless --verbose, and out of the garbage collector's way.
+    its C++ start-up chatter unless --verbose, and out of the garbage collector's way. For
+    `training` commands, CPU tensors come from TensorFlow's BFC allocator (TRAINING_ALLOCATOR).
 
     TensorFlow writes those lines straight to file descriptor 2 while it is imported, before any
     log setting applies, so stderr is pointed at /dev/null for the import only. Python
@@ -87,6 +96,8 @@ def start_tensorflow() -> None:
     if "tensorflow" in sys.modules:
         return
     compile_cache.enable()
+    if training:
+        os.environ.setdefault(*TRAINING_ALLOCATOR)
     from textgen.quiet import native_stderr_silenced
 
     with _collector_paused(), native_stderr_silenced(quiet):

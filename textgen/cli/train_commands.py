@@ -98,7 +98,7 @@ def train(ctx: click.Context, sources: tuple[str, ...], **values) -> None:
     settings = text_settings(values)
     for name in ("level", "max_vocab"):  # a base model fixes these: only what the user gave is checked
         settings[name] = settings[name] if given(ctx, name) else None
-    start_tensorflow()
+    start_tensorflow(training=True)
     from textgen.api import train as run_training
 
     epoch_samples = values.pop("samples")
@@ -144,7 +144,7 @@ def tune(sources: tuple[str, ...], cells: str, **values) -> None:
       textgen tune corpus.txt --tuner hyperband --trials 23 --max-steps 2000 --cells gru,lstm
     """
     settings = text_settings(values)
-    start_tensorflow()
+    start_tensorflow(training=True)
     from textgen.api import tune as run_search
 
     run_search(list(sources), cells=[c.strip() for c in cells.split(",") if c.strip()], **settings, **values,
