@@ -168,11 +168,20 @@ def test_training_commands_take_tensorflows_bfc_allocator(training, preset, allo
     them in again at every step); generation keeps the default, and a value the user set stays."""
     name = "TF_CPU_ALLOCATOR_USE_BFC"
     code = ("import os; from textgen.cli.params import start_tensorflow; "
-            f"start_tensorflow(training={training}); print(os.environ.get({name!r}))")
-    env = {k: v for k, v in os.environ.items() if k != name} | ({name: preset} if preset else {})
+            f"start_tensorflow(training={training}); print(os.environ.get({name!r}), "
+            "os.environ.get('TF_CPU_BFC_MEM_LIMIT_IN_MB'))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPU_")}
+    env |= {name: preset} if preset else {}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env=env)
-    assert result.stdout.split() == [allocator], result.stderr
+    allocator_set, limit = result.stdout.split()
+    assert allocator_set == allocator, result.stderr
+    # no lower limit than malloc's (the machine's memory) nor TensorFlow's own (64 GB)
+    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
+    if allocator == "true":
+        assert int(limit) >= max(65536, memory_mb)
+    else:
+        assert limit == "None"
 
 
 @pytest.mark.parametrize(("data", "message"), [

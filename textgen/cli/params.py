@@ -81,6 +81,16 @@ def hide_native_logs() -> bool:
 # same faults and speed, and generation about 5% slower with it, so training commands only
 # (bench/RESULTS.md, "CPUID without AVX-512"). A value the user set is kept.
 TRAINING_ALLOCATOR = ("TF_CPU_ALLOCATOR_USE_BFC", "true")
+BFC_LIMIT = "TF_CPU_BFC_MEM_LIMIT_IN_MB"  # TensorFlow's default: 64 GB, where malloc has none
+
+
+def bfc_limit_mb() -> int:
+    """The BFC allocator's limit: the machine's memory, or TensorFlow's 64 GB if that is more."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        memory = 0
+    return max(1 << 16, memory >> 20)
 
 
 def start_tensorflow(training: bool = False) -> None:
@@ -96,8 +106,8 @@ def start_tensorflow(training: bool = False) -> None:
     if "tensorflow" in sys.modules:
         return
     compile_cache.enable()
-    if training:
-        os.environ.setdefault(*TRAINING_ALLOCATOR)
+    if training and os.environ.setdefault(*TRAINING_ALLOCATOR) == TRAINING_ALLOCATOR[1]:
+        os.environ.setdefault(BFC_LIMIT, str(bfc_limit_mb()))
     from textgen.quiet import native_stderr_silenced
 
     with _collector_paused(), native_stderr_silenced(quiet):
