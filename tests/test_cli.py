@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import textgen
+from textgen.model.machine import memory_bytes
 
 from helpers import SHAKESPEARE, run_cli
 
@@ -177,9 +178,8 @@ def test_training_commands_take_tensorflows_bfc_allocator(training, preset, allo
     allocator_set, limit = result.stdout.split()
     assert allocator_set == allocator, result.stderr
     # no lower limit than malloc's (the machine's memory) nor TensorFlow's own (64 GB)
-    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
     if allocator == "true":
-        assert int(limit) >= max(65536, memory_mb)
+        assert int(limit) >= max(65536, memory_bytes() >> 20)
     else:
         assert limit == "None"
 

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from textgen import compile_cache
+from textgen.model.machine import memory_bytes
 from textgen.store.config import LEVELS, PRECISIONS, TrainConfig
 
 POSITIVE = click.IntRange(min=1)
@@ -86,11 +87,7 @@ BFC_LIMIT = "TF_CPU_BFC_MEM_LIMIT_IN_MB"  # TensorFlow's default: 64 GB, where m
 
 def bfc_limit_mb() -> int:
     """The BFC allocator's limit: the machine's memory, or TensorFlow's 64 GB if that is more."""
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        memory = 0
-    return max(1 << 16, memory >> 20)
+    return max(1 << 16, (memory_bytes() or 0) >> 20)
 
 
 def start_tensorflow(training: bool = False) -> None:

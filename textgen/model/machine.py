@@ -15,6 +15,14 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def memory_bytes() -> int | None:
+    """The machine's physical memory (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def l2_cache_bytes() -> int | None:
     """One core's level-2 cache, as Linux describes the first core's caches (None elsewhere)."""
     for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
