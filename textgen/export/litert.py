@@ -57,8 +57,11 @@ class LiteRTStep:
         cache = l2_cache_bytes()
         self.fits_one_core = cache is not None and path.stat().st_size <= cache
         self.interpreters: dict[int, list] = {}  # threads -> [interpreter, its batch]
-        self.interpreter = self._interpreter(self.threads_for(1))
-        runner = self.interpreter.get_signature_runner(STEP_SIGNATURE)
+        try:
+            self.interpreter = self._interpreter(self.threads_for(1))
+            runner = self.interpreter.get_signature_runner(STEP_SIGNATURE)
+        except (ValueError, RuntimeError) as exc:
+            raise TextgenError(f"{path}: not a textgen TFLite model ({exc})") from None
         self.inputs = {name: detail["index"] for name, detail in runner.get_input_details().items()}
         self.outputs = {name: detail["index"] for name, detail in runner.get_output_details().items()}
 
@@ -68,12 +71,8 @@ class LiteRTStep:
         return 1 if self.fits_one_core and batch <= ONE_THREAD_MAX_ROWS else cpu_cores()
 
     def _interpreter(self, threads: int) -> Any:
-        if threads not in self.interpreters:
-            try:
-                interpreter = self._interpreter_class(model_path=str(self.path), num_threads=threads)
-                interpreter.get_signature_runner(STEP_SIGNATURE)
-            except (ValueError, RuntimeError) as exc:
-                raise TextgenError(f"{self.path}: not a textgen TFLite model ({exc})") from None
+        if threads not in self.interpreters:  # the file was checked when the first one was made
+            interpreter = self._interpreter_class(model_path=str(self.path), num_threads=threads)
             self.interpreters[threads] = [interpreter, 0]  # and the batch it is allocated for
         return self.interpreters[threads][0]
 
