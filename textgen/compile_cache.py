@@ -6,8 +6,8 @@ import (12.3 s to ready without the cache, 7.6 s with it: bench/RESULTS.md, "Sta
 TensorFlow writes an entry (a few hundred KB) atomically and loads it only if the computation is
 exactly the one compiled, but keys it by neither its own version nor the CPU, so the folder is
 named by both (and by XLA_FLAGS, which may limit the instruction set, and LD_PRELOAD): a home
-folder shared by machines never runs one machine's code on another. The oldest entries go when the folder
-outgrows MAX_BYTES.
+folder shared by machines never runs one machine's code on another. The oldest entries go when the
+folder outgrows MAX_BYTES.
 
 TEXTGEN_XLA_CACHE=off switches it off; TEXTGEN_XLA_CACHE=FOLDER puts it elsewhere (default:
 $XDG_CACHE_HOME/textgen/xla, or ~/.cache/textgen/xla); a cache directory already in TF_XLA_FLAGS
