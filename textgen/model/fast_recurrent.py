@@ -31,6 +31,11 @@ import tensorflow as tf
 from textgen.model.cells import CellRule, GRURule, LSTMRule, SimpleRule, State, weights_split
 from textgen.model.machine import cpu_cores
 
+# Zero columns after the gates' gradients, so that their rows are not a multiple of 256 floats
+# apart: with 1,024 gates (a 256-unit LSTM) TensorFlow's product for the weights' gradient,
+# [x | h | 1]^T @ dz, ran at half the rate on AVX2 CPUs (bench/RESULTS.md, "The gradient's stride")
+GRADIENT_PADDING = 8
+
 
 class _TimeLoops:
     """The forward and backward loops over time of one cell's rule, compiled with XLA.
@@ -64,7 +69,8 @@ class _TimeLoops:
 
     def _backward(self, d_outputs: tf.Tensor, d_final: State, kept: State, previous: State,
                   recurrent_t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, State]:
-        """Gradients of xw and of h @ U + b_u at every step, and of the initial states.
+        """Gradients of xw and of h @ U + b_u at every step, each followed by GRADIENT_PADDING zero
+        columns, and of the initial states.
 
         `previous[k][t]` is state k before step t; `d_outputs[t]` the gradient of h after step t.
         `recurrent_t` is U transposed by the caller: XLA's CPU dot multiplies by a transposed
@@ -72,6 +78,7 @@ class _TimeLoops:
         back into the dot.
         """
         steps = tf.shape(d_outputs)[0]
+        padding = [[0, 0], [0, GRADIENT_PADDING]]
 
         def body(k, d_state, d_xw, d_hu):
             t = steps - 1 - k
@@ -79,7 +86,8 @@ class _TimeLoops:
             g_xw, g_hu, g_state = self.rule.gradient(tuple(k[t] for k in kept), tuple(p[t] for p in previous),
                                                      upstream)
             g_state = (g_state[0] + tf.matmul(g_hu, recurrent_t), *g_state[1:])
-            return k + 1, g_state, d_xw.write(t, g_xw), d_hu if self.rule.additive else d_hu.write(t, g_hu)
+            d_xw = d_xw.write(t, tf.pad(g_xw, padding))
+            return k + 1, g_state, d_xw, d_hu if self.rule.additive else d_hu.write(t, tf.pad(g_hu, padding))
 
         dtype = d_outputs.dtype
         arrays = (tf.TensorArray(dtype, steps), tf.TensorArray(dtype, 0 if self.rule.additive else steps))
@@ -175,20 +183,23 @@ def _explicit_bptt(loops: _TimeLoops, sequences: tf.Tensor, initial: Sequence[tf
                             for d, s0 in zip(d_final, initial, strict=True))
             d_xw, d_hu, d_initial = loops.backward(tf.transpose(d_outputs, [1, 0, 2]), d_final, kept,
                                                    previous, tf.transpose(recurrent))
-            d_xw = tf.reshape(d_xw, [steps * batch, gates])
+            padded = gates + GRADIENT_PADDING
+            d_xw = tf.reshape(d_xw, [steps * batch, padded])
             flat_h = tf.reshape(previous[0], [steps * batch, units])
-            d_x = tf.reshape(_product(d_xw, kernel, transpose_b=True), [steps, batch, features])
+            padded_kernel = tf.pad(kernel, [[0, 0], [0, GRADIENT_PADDING]])  # zeros meet the zero columns
+            d_x = tf.reshape(_product(d_xw, padded_kernel, transpose_b=True), [steps, batch, features])
             d_x = tf.transpose(d_x, [1, 0, 2])
             if loops.rule.additive:  # both weight gradients and the bias in one matmul: [x | h | 1]^T @ dz
                 ones = tf.ones([steps * batch, 1], flat_x.dtype)  # the bias gradient: the sum of dz's rows
-                d_weights = _product(tf.concat([flat_x, flat_h, ones], 1), d_xw, transpose_a=True)
+                d_weights = _product(tf.concat([flat_x, flat_h, ones], 1), d_xw, transpose_a=True)[:, :gates]
                 d_kernel, d_recurrent = d_weights[:features], d_weights[features:features + units]
                 d_input_bias = d_recurrent_bias = d_weights[-1]
             else:
-                d_hu = tf.reshape(d_hu, [steps * batch, gates])
-                d_kernel = _product(flat_x, d_xw, transpose_a=True)
-                d_recurrent = _product(flat_h, d_hu, transpose_a=True)
-                d_input_bias, d_recurrent_bias = tf.reduce_sum(d_xw, 0), tf.reduce_sum(d_hu, 0)
+                d_hu = tf.reshape(d_hu, [steps * batch, padded])
+                d_kernel = _product(flat_x, d_xw, transpose_a=True)[:, :gates]
+                d_recurrent = _product(flat_h, d_hu, transpose_a=True)[:, :gates]
+                d_input_bias = tf.reduce_sum(d_xw, 0)[:gates]
+                d_recurrent_bias = tf.reduce_sum(d_hu, 0)[:gates]
             return (d_x, d_kernel, d_recurrent, d_input_bias, d_recurrent_bias, *d_initial)
 
         return (tf.transpose(sequences[0], [1, 0, 2]), *(seq[-1] for seq in sequences)), gradient
