@@ -8,7 +8,8 @@ The variables of `common.EMULATION_VARIABLES` limit the libraries that read them
 bench/avx2_cpuid.c with the machine's C compiler and preloads it: CPUID then answers without
 AVX-512, AMX and AVX-VNNI in the benchmark and in every process it starts, so each library picks
 the code it would run on an AVX2 machine (YNNPACK's `fma3` kernels, say). Needs Linux's CPUID
-faulting (`cpuid_fault` among /proc/cpuinfo's flags: Intel CPUs since Ivy Bridge, also under KVM).
+faulting (`cpuid_fault` among /proc/cpuinfo's flags: Intel CPUs since Ivy Bridge, and an AMD EPYC Zen 4,
+each seen under KVM).
 """
 
 from __future__ import annotations
