@@ -6,6 +6,7 @@ and states out), without TensorFlow.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,14 @@ def next_state_name(name: str) -> str:
 ONE_THREAD_MAX_ROWS = 31
 
 
+@dataclass
+class _Allocated:
+    """An interpreter and the batch its input tensors are sized for (None: never run yet)."""
+
+    interpreter: Any
+    batch: int | None = None
+
+
 class LiteRTStep:
     """The `.tflite` step signature through stock LiteRT (built-in ops only, no Flex delegate).
 
@@ -56,7 +65,7 @@ class LiteRTStep:
         self.path, self.num_threads, self._interpreter_class = path, num_threads, Interpreter
         cache = l2_cache_bytes()
         self.fits_one_core = cache is not None and path.stat().st_size <= cache
-        self.interpreters: dict[int, list] = {}  # threads -> [interpreter, its batch]
+        self.interpreters: dict[int, _Allocated] = {}  # by thread count
         try:
             self.interpreter = self._interpreter(self.threads_for(1))
             runner = self.interpreter.get_signature_runner(STEP_SIGNATURE)
@@ -71,26 +80,29 @@ class LiteRTStep:
         return 1 if self.fits_one_core and batch <= ONE_THREAD_MAX_ROWS else cpu_cores()
 
     def _interpreter(self, threads: int) -> Any:
+        return self._allocated(threads).interpreter
+
+    def _allocated(self, threads: int) -> _Allocated:
         if threads not in self.interpreters:  # the file was checked when the first one was made
             interpreter = self._interpreter_class(model_path=str(self.path), num_threads=threads)
-            self.interpreters[threads] = [interpreter, 0]  # and the batch it is allocated for
-        return self.interpreters[threads][0]
+            self.interpreters[threads] = _Allocated(interpreter)
+        return self.interpreters[threads]
 
     def __call__(self, ids: np.ndarray, states: States) -> tuple[np.ndarray, States]:
-        threads = self.threads_for(len(ids))
-        interpreter = self._interpreter(threads)
-        entry = self.interpreters[threads]
-        batch = entry[1]
-        if batch == 0:  # its first call sets up XNNPACK, which announces it on fd 2
-            entry[1] = -1  # (no batch: it is resized below)
+        allocated = self._allocated(self.threads_for(len(ids)))
+        if allocated.batch is None:  # its first call sets up XNNPACK, which announces it on fd 2
             with native_stderr_silenced(native_logs_hidden()):
-                return self(ids, states)
-        if len(ids) != batch:
+                return self._step(allocated, ids, states)
+        return self._step(allocated, ids, states)
+
+    def _step(self, allocated: _Allocated, ids: np.ndarray, states: States) -> tuple[np.ndarray, States]:
+        interpreter = allocated.interpreter
+        if len(ids) != allocated.batch:
             for name, index in self.inputs.items():
                 shape = [len(ids)] + ([] if name == "token_ids" else [states[name].shape[1]])
                 interpreter.resize_tensor_input(index, shape)
             interpreter.allocate_tensors()
-            entry[1] = len(ids)
+            allocated.batch = len(ids)
         interpreter.set_tensor(self.inputs["token_ids"], ids.astype(np.int32, copy=False))
         for name, value in states.items():
             interpreter.set_tensor(self.inputs[name], value)
