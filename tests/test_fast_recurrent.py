@@ -14,7 +14,7 @@ CELLS = {  # textgen's layer, Keras' layer, number of states
 }
 
 
-def twins(cell, units=6, features=5, **settings):
+def twins(cell, units=6, features=5, scale=0.5, **settings):
     """A textgen layer and a stock Keras layer holding the same (random, non-trivial) weights."""
     fast_class, stock_class, states = CELLS[cell]
     fast, stock = fast_class(units, **settings), stock_class(units, **settings)
@@ -22,7 +22,7 @@ def twins(cell, units=6, features=5, **settings):
         layer.build((None, None, features))
     rng = np.random.default_rng(3)
     for fast_weight, stock_weight in zip(fast.weights, stock.weights, strict=True):
-        value = rng.normal(0, 0.5, fast_weight.shape).astype("float32")  # biases too, GRU's two rows
+        value = rng.normal(0, scale, fast_weight.shape).astype("float32")  # biases too, GRU's two rows
         fast_weight.assign(value)
         stock_weight.assign(value)
     return fast, stock, states
@@ -54,6 +54,28 @@ def test_same_outputs_and_gradients_as_the_stock_layer(cell, return_sequences, r
         assert ours.shape == theirs.shape
         # float32 sums in another order: equal to 1e-5 of each array's own scale
         assert np.abs(ours - theirs).max() <= 1e-5 * np.abs(theirs).max(), np.abs(ours - theirs).max()
+
+
+@pytest.mark.parametrize(("cell", "units"), [("lstm", 128), ("gru", 171), ("rnn", 512)])
+def test_gradients_of_wide_gates_padded_with_zero_columns_match_the_stock_layer(cell, units):
+    """From 512 gates the backward loop pads the gates' gradients (fast_recurrent.gradient_padding)."""
+    gates = units * {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    assert fast_recurrent.gradient_padding(gates) > 0
+    fast, stock, states = twins(cell, units, scale=0.1, return_sequences=True, return_state=True)
+    rng = np.random.default_rng(8)
+    inputs = tf.constant(rng.normal(0, 1, (4, 9, 5)).astype("float32"))
+    initial = [tf.constant(rng.normal(0, 0.5, (4, units)).astype("float32")) for _ in range(states)]
+    fast_out, fast_grads, _ = outputs_and_gradients(fast, inputs, initial, training=True)
+    stock_out, stock_grads, _ = outputs_and_gradients(stock, inputs, initial, training=True)
+    for ours, theirs in zip(fast_out + fast_grads, stock_out + stock_grads, strict=True):
+        assert ours.shape == theirs.shape
+        assert np.abs(ours - theirs).max() <= 1e-5 * np.abs(theirs).max(), np.abs(ours - theirs).max()
+
+
+def test_narrow_gates_are_not_padded():
+    assert fast_recurrent.gradient_padding(256) == 0
+    assert fast_recurrent.gradient_padding(None) == 0
+    assert fast_recurrent.gradient_padding(1024) == fast_recurrent.GRADIENT_PADDING
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -33,8 +33,16 @@ from textgen.model.machine import cpu_cores
 
 # Zero columns after the gates' gradients, so that their rows are not a multiple of 256 floats
 # apart: with 1,024 gates (a 256-unit LSTM) TensorFlow's product for the weights' gradient,
-# [x | h | 1]^T @ dz, ran at half the rate on AVX2 CPUs (bench/RESULTS.md, "The gradient's stride")
+# [x | h | 1]^T @ dz, ran at half the rate on AVX2 CPUs. From 512 gates on, where that product
+# gained most; a 256-unit SimpleRNN trained no faster with them (bench/RESULTS.md, "The
+# gradient's stride")
 GRADIENT_PADDING = 8
+MIN_PADDED_GATES = 512
+
+
+def gradient_padding(gates: int | None) -> int:
+    """How many zero columns follow `gates` columns of gate gradients (none if unknown)."""
+    return GRADIENT_PADDING if (gates or 0) >= MIN_PADDED_GATES else 0
 
 
 class _TimeLoops:
@@ -69,8 +77,8 @@ class _TimeLoops:
 
     def _backward(self, d_outputs: tf.Tensor, d_final: State, kept: State, previous: State,
                   recurrent_t: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, State]:
-        """Gradients of xw and of h @ U + b_u at every step, each followed by GRADIENT_PADDING zero
-        columns, and of the initial states.
+        """Gradients of xw and of h @ U + b_u at every step, each followed by `gradient_padding`
+        zero columns, and of the initial states.
 
         `previous[k][t]` is state k before step t; `d_outputs[t]` the gradient of h after step t.
         `recurrent_t` is U transposed by the caller: XLA's CPU dot multiplies by a transposed
@@ -78,7 +86,7 @@ class _TimeLoops:
         back into the dot.
         """
         steps = tf.shape(d_outputs)[0]
-        padding = [[0, 0], [0, GRADIENT_PADDING]]
+        padding = [[0, 0], [0, gradient_padding(recurrent_t.shape[0])]]
 
         def body(k, d_state, d_xw, d_hu):
             t = steps - 1 - k
@@ -183,10 +191,10 @@ def _explicit_bptt(loops: _TimeLoops, sequences: tf.Tensor, initial: Sequence[tf
                             for d, s0 in zip(d_final, initial, strict=True))
             d_xw, d_hu, d_initial = loops.backward(tf.transpose(d_outputs, [1, 0, 2]), d_final, kept,
                                                    previous, tf.transpose(recurrent))
-            padded = gates + GRADIENT_PADDING
+            padded = tf.shape(d_xw)[-1]  # the gates and the backward loop's zero columns
             d_xw = tf.reshape(d_xw, [steps * batch, padded])
             flat_h = tf.reshape(previous[0], [steps * batch, units])
-            padded_kernel = tf.pad(kernel, [[0, 0], [0, GRADIENT_PADDING]])  # zeros meet the zero columns
+            padded_kernel = tf.pad(kernel, [[0, 0], [0, padded - gates]])  # zeros meet the zero columns
             d_x = tf.reshape(_product(d_xw, padded_kernel, transpose_b=True), [steps, batch, features])
             d_x = tf.transpose(d_x, [1, 0, 2])
             if loops.rule.additive:  # both weight gradients and the bias in one matmul: [x | h | 1]^T @ dz
