@@ -67,7 +67,7 @@ class LiteRTStep:
         self.fits_one_core = cache is not None and path.stat().st_size <= cache
         self.interpreters: dict[int, _Allocated] = {}  # by thread count
         try:
-            self.interpreter = self._interpreter(self.threads_for(1))
+            self.interpreter = self._allocated(self.threads_for(1)).interpreter
             runner = self.interpreter.get_signature_runner(STEP_SIGNATURE)
         except (ValueError, RuntimeError) as exc:
             raise TextgenError(f"{path}: not a textgen TFLite model ({exc})") from None
@@ -78,9 +78,6 @@ class LiteRTStep:
         if self.num_threads:
             return self.num_threads
         return 1 if self.fits_one_core and batch <= ONE_THREAD_MAX_ROWS else cpu_cores()
-
-    def _interpreter(self, threads: int) -> Any:
-        return self._allocated(threads).interpreter
 
     def _allocated(self, threads: int) -> _Allocated:
         if threads not in self.interpreters:  # the file was checked when the first one was made
